@@ -1,0 +1,1 @@
+"""MOTOR model: encoders, knowledge paths, losses and task heads (no training code)."""

@@ -1,0 +1,1 @@
+"""motor-kg training package: data, pretraining, ablation, finetuning and evaluation of MOTOR."""

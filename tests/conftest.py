@@ -1,0 +1,30 @@
+"""Shared test fixtures.
+
+Tests that read the IU-Xray development reports (kept beside the project, never inside it) use the
+``iu_xray_reports`` fixture, which skips with a clear reason when the file is absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("MOTOR_KG_SHARED", PROJECT_ROOT.parent / "shared"))
+IU_XRAY_REPORTS = SHARED_DIR / "data" / "iu_xray" / "reports_dev.csv"
+
+
+@pytest.fixture(scope="session")
+def iu_xray_reports() -> Path:
+    """Path of the IU-Xray development reports CSV; skips the test when it is not there."""
+    if not IU_XRAY_REPORTS.is_file():
+        pytest.skip(f"IU-Xray development reports not found at {IU_XRAY_REPORTS} (set MOTOR_KG_SHARED)")
+    return IU_XRAY_REPORTS
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs as the product does: no model hub is ever contacted."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
