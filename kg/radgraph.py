@@ -1,0 +1,385 @@
+"""Read RadGraph-format annotations into :class:`kg.records.ReportRecord`.
+
+Three layouts are read (``format``, one of :data:`FORMATS`; ``"auto"`` picks by extension and
+content):
+
+``radgraph``
+    The RadGraph dataset release: one JSON document mapping report id → ``{"text", "entities",
+    "data_source", "data_split"}``, where ``entities`` maps entity id → ``{"tokens", "label",
+    "start_ix", "end_ix", "relations": [[relation, target id], ...]}``. Test-split reports carry
+    two annotations instead of ``entities``: ``labeler_1`` and ``labeler_2``, each either
+    ``{"entities": {...}}`` or the entity mapping itself.
+``radgraph-package``
+    Output of the ``radgraph`` Python package: the same per-report schema with ``data_split``
+    ``"inference"``, as a mapping keyed by index (``"0"``, ``"1"``, ...) or as a list (the list
+    position is the id unless an item has ``"id"``/``"report_id"``). Its long entity labels
+    (``"Observation::definitely absent"``) are mapped to the short ones (:data:`LABEL_ALIASES`).
+``jsonl``
+    One report per line: ``{"id" | "report_id", "text", "entities" (or labeler sets), ...}``.
+    Read line by line, so memory stays flat on large corpora; JSON documents are loaded whole.
+
+Auto-detection: ``.jsonl``/``.ndjson`` files, or files whose first line is a complete report
+object, are ``jsonl``; a JSON list is ``radgraph-package``; a JSON mapping is ``radgraph``, or
+``radgraph-package`` when its first report's ``data_split`` is ``"inference"``.
+
+Every record is checked; a problem raises :class:`~kg.errors.InputError` naming the file (with
+``:LINE`` for JSONL), the report id and the field (``entities.3.start_ix``,
+``labeler_2.entities.5.relations[0]``). With ``skip_invalid=True`` the reader collects these
+errors in :attr:`RadGraphReader.errors` and skips the reports instead; a file that is not JSON at
+all, or not UTF-8, always raises.
+
+Typical use::
+
+    reader = RadGraphReader(["train.json", "dev.json"], labeler="labeler_1", skip_invalid=True)
+    for record in reader:
+        ...
+    print(len(reader.errors), "reports skipped")
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kg.errors import InputError
+from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
+
+FORMATS = ("auto", "radgraph", "radgraph-package", "jsonl")
+LABELERS = ("labeler_1", "labeler_2", "both")
+#: Test-split reports have two annotations; one is read by default so no relation counts twice.
+DEFAULT_LABELER = "labeler_1"
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+#: Synthetic RadGraph-format corpus shipped with motor-kg (``kg build --source radgraph`` without
+#: ``--input`` reads it): 30 chest X-ray reports, two of them with ``labeler_1``/``labeler_2`` sets.
+BUNDLED_SAMPLE = Path(__file__).resolve().parent / "data" / "radgraph_sample.json"
+
+#: Entity label as written in a file → :data:`kg.records.ENTITY_LABELS` entry.
+LABEL_ALIASES = {
+    **{label: label for label in ENTITY_LABELS},
+    "Anatomy::definitely present": "ANAT-DP",
+    "Observation::definitely present": "OBS-DP",
+    "Observation::uncertain": "OBS-U",
+    "Observation::definitely absent": "OBS-DA",
+}
+_RELATIONS = frozenset(RELATION_TYPES)
+_LABELER_KEYS = ("labeler_1", "labeler_2")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The layout of a RadGraph-format file: ``"jsonl"``, ``"radgraph"`` or ``"radgraph-package"``.
+
+    Only the first line is read for JSONL; a JSON document is parsed to tell a mapping from a list.
+
+    Raises:
+        InputError: the file is missing, empty or not JSON.
+    """
+    path = Path(path)
+    if _is_jsonl(path):
+        return "jsonl"
+    return _document_format(_load_document(path))
+
+
+def parse_report(
+    report_id: str,
+    raw: Any,
+    *,
+    labeler: str = DEFAULT_LABELER,
+    file: str | os.PathLike | None = None,
+) -> list[ReportRecord]:
+    """Validate one report's RadGraph mapping and build its record(s).
+
+    Args:
+        report_id: id of the report (the key of the mapping, or the JSONL ``id``).
+        raw: the report's mapping (``text``, ``entities`` or labeler sets, ``data_source``, ...).
+        labeler: for reports with ``labeler_1``/``labeler_2`` sets, which to read; ``"both"``
+            returns one record per labeler. Single-annotator reports ignore it.
+        file: named in errors.
+
+    Returns:
+        One record (two for ``labeler="both"`` on a two-annotator report); ``labeler`` is
+        ``None`` for single-annotator reports.
+
+    Raises:
+        InputError: naming ``file``, ``report_id`` and the field at fault.
+    """
+    if labeler not in LABELERS:
+        raise InputError(f"unknown labeler {labeler!r}; choose one of {', '.join(LABELERS)}", field="labeler")
+    if not isinstance(raw, dict):
+        raise InputError("a report must be a JSON object", file=file, record=report_id)
+    text = raw.get("text")
+    if not isinstance(text, str):
+        problem = "missing" if text is None else f"must be a string, got {type(text).__name__}"
+        raise InputError(problem, file=file, record=report_id, field="text")
+    if not text.strip():
+        raise InputError("empty report text", file=file, record=report_id, field="text")
+    n_words = len(text.split())
+    data_source = _optional_str(raw, "data_source", file, report_id)
+    data_split = _optional_str(raw, "data_split", file, report_id)
+
+    if "entities" in raw:
+        entities = _parse_entities(raw["entities"], n_words, file=file, record=report_id, field="entities")
+        return [ReportRecord(report_id, text, entities, data_source, data_split, None)]
+    if not any(key in raw for key in _LABELER_KEYS):
+        raise InputError(
+            "missing (give 'entities', or 'labeler_1'/'labeler_2' sets)", file=file, record=report_id, field="entities"
+        )
+    records = []
+    for name in _LABELER_KEYS if labeler == "both" else (labeler,):
+        annotation = raw.get(name)
+        if annotation is None:
+            raise InputError("missing annotation set for this labeler", file=file, record=report_id, field=name)
+        if isinstance(annotation, dict) and isinstance(annotation.get("entities"), dict):
+            field = f"{name}.entities"
+            source = _optional_str(annotation, "data_source", file, report_id) or data_source
+            split = _optional_str(annotation, "data_split", file, report_id) or data_split
+            annotation = annotation["entities"]
+        else:
+            field, source, split = name, data_source, data_split
+        entities = _parse_entities(annotation, n_words, file=file, record=report_id, field=field)
+        records.append(ReportRecord(report_id, text, entities, source, split, name))
+    return records
+
+
+class RadGraphReader:
+    """Iterate the reports of one or more RadGraph-format files, in file and report order.
+
+    Args:
+        paths: input files.
+        format: one of :data:`FORMATS`, used for every file; ``"auto"`` detects per file.
+        labeler: see :func:`parse_report` (default :data:`DEFAULT_LABELER`).
+        skip_invalid: collect invalid reports' errors in :attr:`errors` and go on, instead of
+            raising on the first. A report id seen before (in any of the files) is invalid too.
+
+    Attributes:
+        errors: the errors of skipped reports, in reading order.
+        formats: file → the format it was read as.
+    """
+
+    def __init__(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        format: str = "auto",
+        labeler: str = DEFAULT_LABELER,
+        skip_invalid: bool = False,
+    ) -> None:
+        if format not in FORMATS:
+            raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}", field="format")
+        if labeler not in LABELERS:
+            raise InputError(f"unknown labeler {labeler!r}; choose one of {', '.join(LABELERS)}", field="labeler")
+        self.paths = [Path(p) for p in paths]
+        self.format = format
+        self.labeler = labeler
+        self.skip_invalid = skip_invalid
+        self.errors: list[InputError] = []
+        self.formats: dict[Path, str] = {}
+
+    def __iter__(self) -> Iterator[ReportRecord]:
+        self.errors = []
+        first_seen: dict[str, Path] = {}
+        for path in self.paths:
+            if not path.is_file():
+                raise InputError("no such file", file=path)
+            if self.format == "jsonl" or (self.format == "auto" and _is_jsonl(path)):
+                fmt, raw_records = "jsonl", _jsonl_records(path)
+            else:
+                document = _load_document(path)
+                fmt = _document_format(document) if self.format == "auto" else self.format
+                raw_records = _document_records(path, document, fmt)
+            self.formats[path] = fmt
+            for report_id, raw, where in raw_records:
+                try:
+                    if isinstance(raw, InputError):
+                        raise raw
+                    if report_id in first_seen:
+                        raise InputError(
+                            f"duplicate report id (first read from {first_seen[report_id]})",
+                            file=where, record=report_id, field="id",
+                        )
+                    records = parse_report(report_id, raw, labeler=self.labeler, file=where)
+                except InputError as err:
+                    if not self.skip_invalid:
+                        raise
+                    self.errors.append(err)
+                    continue
+                first_seen[report_id] = path
+                yield from records
+
+
+# ---------------------------------------------------------------------- file layouts
+def _is_jsonl(path: Path) -> bool:
+    """A ``.jsonl``/``.ndjson`` file, or one whose first line is a whole report object."""
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return True
+    if not path.is_file():
+        raise InputError("no such file", file=path)
+    with open(path, "rb") as handle:
+        line = handle.readline().strip()
+    if not line.startswith(b"{"):
+        return False
+    try:
+        first = orjson.loads(line)
+    except ValueError:
+        return False
+    return isinstance(first, dict) and "text" in first
+
+
+def _load_document(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", file=path) from None
+    if not data.strip():
+        raise InputError("empty file", file=path)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", file=path) from None
+
+
+def _document_format(document: Any) -> str:
+    if isinstance(document, list):
+        return "radgraph-package"
+    if isinstance(document, dict):
+        first = next(iter(document.values()), None)
+        if isinstance(first, dict) and first.get("data_split") == "inference":
+            return "radgraph-package"
+        return "radgraph"
+    return "radgraph"
+
+
+def _document_records(path: Path, document: Any, fmt: str) -> Iterator[tuple[str, Any, str]]:
+    """``(report id, raw report, where)`` of a parsed JSON document."""
+    where = str(path)
+    if isinstance(document, dict):
+        for report_id, raw in document.items():
+            yield report_id, raw, where
+    elif isinstance(document, list) and fmt == "radgraph-package":
+        for position, raw in enumerate(document):
+            report_id = raw.get("report_id", raw.get("id", position)) if isinstance(raw, dict) else position
+            yield str(report_id), raw, where
+    else:
+        expected = "a mapping or a list" if fmt == "radgraph-package" else "a mapping of report id to report"
+        raise InputError(f"top level must be {expected}, got a JSON {type(document).__name__}", file=path)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str | None, Any, str]]:
+    """``(report id, raw report or the line's InputError, "FILE:LINE")`` per non-blank line."""
+    name = str(path)
+    with open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{name}:{line_no}"
+            try:
+                raw = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                yield None, InputError(f"not valid JSON: {err.msg} at column {err.colno}", file=where), where
+                continue
+            if type(raw) is not dict:
+                yield None, InputError("a report must be a JSON object", file=where), where
+                continue
+            report_id = raw.get("id", raw.get("report_id"))
+            if type(report_id) not in (str, int) or report_id == "":
+                yield None, InputError("missing report id ('id' or 'report_id')", file=where, field="id"), where
+                continue
+            yield str(report_id), raw, where
+
+
+# ---------------------------------------------------------------------- validation
+def _optional_str(raw: dict, key: str, file: str | os.PathLike | None, record: str) -> str | None:
+    value = raw.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise InputError(f"must be a string or null, got {type(value).__name__}", file=file, record=record, field=key)
+
+
+def _parse_entities(raw: Any, n_words: int, *, file: str | os.PathLike | None, record: str, field: str) -> dict[str, Entity]:
+    """Entity id → :class:`Entity`, every span and relation checked against ``n_words`` tokens.
+
+    Reading is most of a build's time, so well-formed entity sets take this single tight pass; on
+    the first surprise (a wrong type, an unknown label, a bad span or target) the set is parsed
+    again by :func:`_parse_entities_checked`, which names the field at fault.
+    """
+    try:
+        entities = {}
+        for entity_id, spec in raw.items():
+            tokens, start, end = spec["tokens"], spec["start_ix"], spec["end_ix"]
+            if type(tokens) is not str or type(start) is not int or type(end) is not int or not 0 <= start <= end < n_words:
+                raise _Malformed
+            relations = []
+            for relation, target in spec.get("relations") or ():
+                if relation not in _RELATIONS or type(target) is not str or target not in raw:
+                    raise _Malformed
+                relations.append((relation, target))
+            entities[entity_id] = Entity(entity_id, tokens, LABEL_ALIASES[spec["label"]], start, end, relations)
+        return entities
+    except (_Malformed, AttributeError, KeyError, TypeError, ValueError):
+        return _parse_entities_checked(raw, n_words, file=file, record=record, field=field)
+
+
+class _Malformed(Exception):
+    """Raised inside :func:`_parse_entities`'s fast pass to hand over to the checked pass."""
+
+
+def _parse_entities_checked(
+    raw: Any, n_words: int, *, file: str | os.PathLike | None, record: str, field: str
+) -> dict[str, Entity]:
+    """:func:`_parse_entities` one check at a time, raising an :class:`InputError` for the first problem."""
+
+    def fail(message: str, where: str) -> InputError:
+        return InputError(message, file=file, record=record, field=f"{field}.{where}")
+
+    if not isinstance(raw, dict):
+        raise InputError("must be a mapping of entity id to entity", file=file, record=record, field=field)
+    entities: dict[str, Entity] = {}
+    for entity_id, spec in raw.items():
+        if type(spec) is not dict:
+            raise fail("an entity must be a JSON object", entity_id)
+        tokens = spec.get("tokens")
+        if type(tokens) is not str:
+            raise fail("missing or not a string", f"{entity_id}.tokens")
+        raw_label = spec.get("label")
+        label = LABEL_ALIASES.get(raw_label) if type(raw_label) is str else None
+        if label is None:
+            raise fail(f"unknown label {raw_label!r}; expected one of {', '.join(ENTITY_LABELS)}",
+                       f"{entity_id}.label")
+        start, end = spec.get("start_ix"), spec.get("end_ix")
+        if type(start) is not int:
+            raise fail(f"must be an integer, got {start!r}", f"{entity_id}.start_ix")
+        if type(end) is not int:
+            raise fail(f"must be an integer, got {end!r}", f"{entity_id}.end_ix")
+        if not 0 <= start <= end < n_words:
+            where = f"{entity_id}.start_ix" if start < 0 or start > end else f"{entity_id}.end_ix"
+            raise fail(f"span [{start}, {end}] is not within the text's {n_words} whitespace tokens "
+                       "(inclusive indices, start <= end)", where)
+        entities[entity_id] = Entity(entity_id, tokens, label, start, end, _parse_relations(spec, entity_id, fail))
+    for entity in entities.values():
+        for k, (relation, target) in enumerate(entity.relations):
+            if target not in entities:
+                raise fail(f"{relation} points to entity {target!r}, which the report does not have",
+                           f"{entity.id}.relations[{k}]")
+    return entities
+
+
+def _parse_relations(spec: dict, entity_id: str, fail: Any) -> list[tuple[str, str]]:
+    raw = spec.get("relations", [])
+    if type(raw) is not list:
+        raise fail("must be a list of [relation, target id] pairs", f"{entity_id}.relations")
+    relations = []
+    for k, pair in enumerate(raw):
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            raise fail(f"must be a [relation, target id] pair, got {pair!r}", f"{entity_id}.relations[{k}]")
+        relation, target = pair
+        if relation not in _RELATIONS:
+            raise fail(f"unknown relation {relation!r}; expected one of {', '.join(RELATION_TYPES)}",
+                       f"{entity_id}.relations[{k}]")
+        if type(target) is int:
+            target = str(target)
+        elif type(target) is not str:
+            raise fail(f"target id must be a string, got {target!r}", f"{entity_id}.relations[{k}]")
+        relations.append((relation, target))
+    return relations

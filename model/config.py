@@ -1,0 +1,248 @@
+"""The MOTOR model configuration: one dataclass, loaded from the YAML presets in ``model/presets``.
+
+Every number the model needs lives here; classes take only the numbers they use. The
+``knowledge`` switch selects the knowledge paths that exist in the model (an absent path has no
+parameters and costs nothing):
+
+=========  ============================================  ===================================
+switch     knowledge paths                               feature used by ITC / ITM / LM
+=========  ============================================  ===================================
+``none``   none (BLIP)                                   f_v
+``gk``     GK encoder + GK-image encoder                 f_v^gk
+``sk``     SK encoder + SK-image encoder + report queue  f_v^sk
+``gk+sk``  both                                          f_v^{gk→sk}
+``full``   both + text-based multi-label classification  f_v^{gk→sk}
+=========  ============================================  ===================================
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kg.errors import InputError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+KNOWLEDGE_VARIANTS = ("none", "gk", "sk", "gk+sk", "full")
+UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
+
+
+@dataclass
+class MotorConfig:
+    """Sizes, knowledge switch, queue sizes and loss weights of a MOTOR model.
+
+    Image encoder E_v (a timm ViT):
+        image_size: input side in pixels. in_chans: input channels. patch_size: ViT patch side.
+        vision_width / vision_layers / vision_heads: ViT embedding width, depth, heads.
+        drop_path_rate: stochastic depth of the ViT.
+        image_weights: optional local ViT checkpoint (``.safetensors`` or a ``torch.save`` file of
+            tensors) in timm's naming; positional embeddings are resampled to ``image_size``.
+        image_mean / image_std: per-channel (or one shared) normalisation of [0, 1] pixels.
+
+    Text encoders (report E_t, image-grounded E_{v→t}, decoder; BERT layout):
+        text_model_dir: optional local BERT-style checkout (e.g. SciBERT); its sizes replace the
+            ``text_*`` fields and its weights initialise E_t, the decoder and E_sk.
+        text_width / text_layers / text_heads / text_intermediate: BERT sizes.
+        max_text_len: report tokens, ``[CLS]`` and ``[SEP]`` included.
+        max_position_embeddings: position table size (≥ max_text_len and sk_max_len).
+        dropout: hidden and attention dropout of the text stacks and knowledge encoders.
+        tie_decoder: share the decoder's embeddings, cross-attention and feed-forward layers with
+            the text encoder (BLIP pretraining); the decoder keeps its own causal self-attention.
+        label_smoothing: of the LM loss (BLIP uses 0.1).
+
+    Knowledge:
+        knowledge: one of ``none | gk | sk | gk+sk | full`` (module docstring).
+        gk_graph: GK definition YAML (``None``: the shipped chest graph).
+        labels_file: CheXpert label prompts YAML (``None``: the shipped ``graphs/labels.yaml``).
+        gk_layers / gk_heads: GK encoder depth and heads (width = text_width).
+        gk_image_layers / sk_image_layers: cross-attention blocks of E_{gk→v} / E_{sk→v}.
+        knowledge_heads: heads of those cross-attention blocks (divides vision_width).
+        sk_layers: depth of the SK encoder E_sk (a BERT stack of text_width).
+        sk_max_len: SK sentence tokens, ``[CLS]`` and ``[SEP]`` included.
+        sk_queue_size: n_Q, reports held in the SK report queue Q.
+        sk_top_k: k, reports retrieved per image.
+        uncertain: how MLC treats uncertain (-1) labels: ``ignore``, ``positive`` or ``negative``.
+
+    Contrastive learning (BLIP):
+        embed_dim: ITC embedding size. queue_size: ITC feature queue length.
+        momentum: EMA factor of the momentum encoders. alpha: distillation weight.
+        temperature: initial ITC temperature (learned, clamped to [0.001, 0.5]).
+
+    Loss weights (Eq. 15): ``loss = itc_weight·L_itc + itm_weight·L_itm + lm_weight·L_lm +
+    mlc_weight·L_mlc`` (the MLC term only with ``knowledge: full``).
+    """
+
+    knowledge: str = "full"
+    # image encoder
+    image_size: int = 224
+    in_chans: int = 3
+    patch_size: int = 16
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    drop_path_rate: float = 0.0
+    image_weights: str | None = None
+    image_mean: tuple[float, ...] = (0.5,)
+    image_std: tuple[float, ...] = (0.5,)
+    # text encoders
+    text_model_dir: str | None = None
+    text_width: int = 768
+    text_layers: int = 12
+    text_heads: int = 12
+    text_intermediate: int = 3072
+    max_text_len: int = 128
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+    tie_decoder: bool = True
+    label_smoothing: float = 0.1
+    # knowledge
+    gk_graph: str | None = None
+    labels_file: str | None = None
+    gk_layers: int = 2
+    gk_heads: int = 12
+    gk_image_layers: int = 1
+    sk_image_layers: int = 1
+    knowledge_heads: int = 12
+    sk_layers: int = 4
+    sk_max_len: int = 90
+    sk_queue_size: int = 65536
+    sk_top_k: int = 3
+    uncertain: str = "ignore"
+    # contrastive learning
+    embed_dim: int = 256
+    queue_size: int = 57600
+    momentum: float = 0.995
+    alpha: float = 0.4
+    temperature: float = 0.07
+    # loss weights (Eq. 15)
+    itc_weight: float = 1.0
+    itm_weight: float = 1.0
+    lm_weight: float = 1.0
+    mlc_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.image_mean = tuple(float(v) for v in _as_sequence(self.image_mean, "image_mean"))
+        self.image_std = tuple(float(v) for v in _as_sequence(self.image_std, "image_std"))
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.knowledge not in KNOWLEDGE_VARIANTS:
+            raise InputError(f"must be one of {', '.join(KNOWLEDGE_VARIANTS)}; got {self.knowledge!r}", field="knowledge")
+        if self.uncertain not in UNCERTAIN_POLICIES:
+            raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
+        positive = (
+            "image_size", "in_chans", "patch_size", "vision_width", "vision_layers", "vision_heads", "text_width",
+            "text_layers", "text_heads", "text_intermediate", "max_text_len", "max_position_embeddings",
+            "gk_layers", "gk_heads", "gk_image_layers", "sk_image_layers", "knowledge_heads", "sk_layers",
+            "sk_max_len", "sk_queue_size", "sk_top_k", "embed_dim", "queue_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"must be a positive integer; got {value!r}", field=name)
+        if self.image_size % self.patch_size:
+            raise InputError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}", field="image_size")
+        for width, heads in (("vision_width", "vision_heads"), ("text_width", "text_heads"),
+                             ("text_width", "gk_heads"), ("vision_width", "knowledge_heads")):
+            if getattr(self, width) % getattr(self, heads):
+                raise InputError(f"{width} {getattr(self, width)} is not divisible by {heads} {getattr(self, heads)}", field=heads)
+        for name in ("max_text_len", "sk_max_len"):
+            if getattr(self, name) > self.max_position_embeddings:
+                raise InputError(f"exceeds max_position_embeddings ({self.max_position_embeddings})", field=name)
+        if self.sk_max_len < 3 or self.max_text_len < 3:
+            raise InputError("text lengths must leave room for [CLS], one token and [SEP] (>= 3)", field="sk_max_len")
+        for name in ("image_mean", "image_std"):
+            values = getattr(self, name)
+            if len(values) not in (1, self.in_chans):
+                raise InputError(f"needs 1 or in_chans ({self.in_chans}) values; got {len(values)}", field=name)
+        if any(v <= 0 for v in self.image_std):
+            raise InputError("standard deviations must be positive", field="image_std")
+        for name in ("momentum", "alpha", "dropout", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"must lie in [0, 1]; got {getattr(self, name)!r}", field=name)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise InputError(f"must lie in [0, 1); got {self.label_smoothing!r}", field="label_smoothing")
+        if not 0.001 <= self.temperature <= 0.5:
+            raise InputError(f"must lie in [0.001, 0.5]; got {self.temperature!r}", field="temperature")
+        for name in ("itc_weight", "itm_weight", "lm_weight", "mlc_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
+
+    # ------------------------------------------------------------------ switches
+    @property
+    def uses_gk(self) -> bool:
+        """Whether the GK encoder and GK-image encoder exist."""
+        return self.knowledge in ("gk", "gk+sk", "full")
+
+    @property
+    def uses_sk(self) -> bool:
+        """Whether the SK encoder, SK-image encoder and report queue exist."""
+        return self.knowledge in ("sk", "gk+sk", "full")
+
+    @property
+    def uses_mlc(self) -> bool:
+        """Whether text-based multi-label classification (Eq. 7–9) is trained."""
+        return self.knowledge == "full"
+
+    @property
+    def num_patches(self) -> int:
+        """Image patches per image (the ViT adds one [CLS] token to these)."""
+        return (self.image_size // self.patch_size) ** 2
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (tuples as lists), the inverse of ``MotorConfig(**d)``."""
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    def replace(self, **changes: Any) -> MotorConfig:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> MotorConfig:
+        """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise InputError("expected a mapping of MotorConfig fields", file=source)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in names:
+                raise InputError(f"unknown MotorConfig field; known: {', '.join(sorted(names))}", file=source, field=key)
+        try:
+            return cls(**data)
+        except InputError as err:
+            raise InputError(err.message, file=source, field=err.field) from None
+        except TypeError as err:
+            raise InputError(str(err), file=source) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> MotorConfig:
+        """Load a YAML file of MotorConfig fields (every field optional)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("model config file not found", file=path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise InputError(f"not valid YAML: {err}", file=path) from None
+        return cls.from_dict(data, source=path)
+
+    @classmethod
+    def preset(cls, name: str) -> MotorConfig:
+        """A shipped preset: ``tiny`` (CPU tests, 64 px) or ``base`` (ViT-B/16, BERT-base, 224 px)."""
+        path = PRESETS_DIR / f"{name}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+            raise InputError(f"no model preset {name!r}; available: {', '.join(names)}", field="preset")
+        return cls.from_yaml(path)
+
+
+def _as_sequence(value: Any, name: str) -> tuple[Any, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        return tuple(value)
+    raise InputError(f"expected a number or a non-empty list of numbers; got {value!r}", field=name)

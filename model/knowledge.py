@@ -1,0 +1,250 @@
+"""MOTOR's knowledge modules: GK encoder, SK encoder, the knowledge-image encoders and the MLC scorer.
+
+* :class:`GKEncoder` E_gk (Eq. 1–2) turns the 28-node general-knowledge graph into node features
+  f_gk, attending only along the graph's edges.
+* :class:`GKImageEncoder` E_{gk→v} (Eq. 5) lets image tokens attend to f_gk → f_v^gk.
+* :class:`SKEncoder` E_sk (Eq. 3–4) encodes the SK sentences (RadGraph triplets) of the k
+  retrieved reports in one batched pass → f_sk.
+* :class:`SKImageEncoder` E_{sk→v} (Eq. 6) lets image tokens attend to f_sk → f_v^sk.
+* :func:`retrieve_knowledge` picks each image's top-k reports from the report queue Q.
+* :class:`LabelScorer` (Eq. 7–9) scores image features against label-prompt features.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kg.gk import GeneralKnowledgeGraph
+from model.queues import FeatureQueue
+
+NODE_TYPES = 3  # root, organ, finding (kg.gk node types 0/1/2)
+
+
+class GKEncoder(nn.Module):
+    """E_gk: graph-masked transformer over the GK nodes.
+
+    Node embedding (Eq. 1): ``e_n = e_w + e_l`` with e_w a learned per-node table initialised by
+    :meth:`init_word_embeddings` to the mean word-piece embedding of the node's words (the table
+    keeps the GK path independent of the report encoder once training starts) and e_l a learned
+    structure embedding of the node type (root / organ / finding). The layers attend with the
+    graph's visible mask (Eq. 2): node i sees node j only if ``visible_mask[i, j]``.
+
+    ``forward() -> (N, width)`` node features f_gk; they do not depend on the batch, so they are
+    computed once per step and shared by every image.
+    """
+
+    def __init__(self, graph: GeneralKnowledgeGraph, width: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.node_ids = list(graph.node_ids)
+        self.word_embedding = nn.Parameter(torch.zeros(len(graph), width))
+        self.type_embedding = nn.Embedding(NODE_TYPES, width)
+        self.register_buffer("node_types", graph.node_type_ids(), persistent=False)
+        self.register_buffer("visible_mask", graph.visible_mask(), persistent=False)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+
+    @torch.no_grad()
+    def init_word_embeddings(self, token_embedding: nn.Embedding, node_token_ids: list[list[int]]) -> None:
+        """Set e_w of node i to the mean of ``token_embedding`` over ``node_token_ids[i]``."""
+        for row, ids in enumerate(node_token_ids):
+            index = torch.tensor(ids, dtype=torch.long, device=token_embedding.weight.device)
+            self.word_embedding[row] = token_embedding(index).mean(0).to(self.word_embedding.dtype)
+
+    def forward(self) -> torch.Tensor:
+        """f_gk: (N, width) node features."""
+        nodes = self.word_embedding + self.type_embedding(self.node_types)  # Eq. 1
+        # nn.TransformerEncoder masks where the mask is True: the complement of "visible" (Eq. 2).
+        return self.layers(nodes.unsqueeze(0), mask=~self.visible_mask).squeeze(0)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm block: ``x + Attn(LN(x), LN(kv))`` then ``x + MLP(LN(x))``.
+
+    ``forward(x (B, Q, width), kv (B, K, kv_width), kv_padding (B, K) bool True=ignore | None)``
+    returns ``(x (B, Q, width), attention (B, heads, Q, K) or None)``.
+    """
+
+    def __init__(self, width: int, kv_width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        from timm.layers import Mlp
+
+        self.norm_query = nn.LayerNorm(width)
+        self.norm_kv = nn.LayerNorm(kv_width)
+        self.attention = nn.MultiheadAttention(
+            width, heads, dropout=dropout, kdim=kv_width, vdim=kv_width, batch_first=True
+        )
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = Mlp(width, 4 * width, act_layer=nn.GELU, drop=dropout)
+
+    def forward(
+        self, x: torch.Tensor, kv: torch.Tensor, kv_padding: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        kv = self.norm_kv(kv)
+        attended, weights = self.attention(
+            self.norm_query(x), kv, kv, key_padding_mask=kv_padding, need_weights=need_weights,
+            average_attn_weights=False,
+        )
+        x = x + attended
+        return x + self.mlp(self.norm_mlp(x)), weights
+
+
+class KnowledgeImageEncoder(nn.Module):
+    """Image tokens (queries) attend to knowledge tokens (keys/values) through cross-attention blocks.
+
+    ``forward(image_tokens (B, T, vision_width), knowledge (B, K, kv_width), padding (B, K) | None,
+    return_attention=False)`` returns the enhanced tokens (B, T, vision_width), and with
+    ``return_attention`` also a list with each block's attention (B, heads, T, K).
+    """
+
+    def __init__(self, width: int, kv_width: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(CrossAttentionBlock(width, kv_width, heads, dropout) for _ in range(layers))
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        knowledge: torch.Tensor,
+        padding: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        x, maps = image_tokens, []
+        for block in self.blocks:
+            x, weights = block(x, knowledge, padding, need_weights=return_attention)
+            maps.append(weights)
+        return (x, maps) if return_attention else x
+
+
+class GKImageEncoder(KnowledgeImageEncoder):
+    """E_{gk→v} (Eq. 5): f_v^gk = CrossAttn(query = f_v, key = value = f_gk)."""
+
+
+class SKImageEncoder(KnowledgeImageEncoder):
+    """E_{sk→v} (Eq. 6): f_v^sk = CrossAttn(query = image tokens, key = value = f_sk).
+
+    A learned "no knowledge" token is always appended to the keys: an image whose retrieval
+    found fewer than k reports (an empty queue at the start of training or at inference) still
+    has something to attend to, so the output is defined and the computation graph does not
+    change with the queue's fill level.
+    """
+
+    def __init__(self, width: int, kv_width: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__(width, kv_width, layers, heads, dropout)
+        self.null_knowledge = nn.Parameter(torch.zeros(1, 1, kv_width))
+        nn.init.normal_(self.null_knowledge, std=0.02)
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        knowledge: torch.Tensor,
+        padding: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        batch = image_tokens.shape[0]
+        knowledge = torch.cat([knowledge, self.null_knowledge.expand(batch, -1, -1).to(knowledge.dtype)], dim=1)
+        if padding is not None:
+            padding = torch.cat([padding, padding.new_zeros(batch, 1)], dim=1)
+        return super().forward(image_tokens, knowledge, padding, return_attention)
+
+
+class SKEncoder(nn.Module):
+    """E_sk: a BERT stack over the SK sentences of the retrieved reports.
+
+    ``forward(ids (B, k, L), mask (B, k, L)) -> (f_sk (B, k·L, width), padding (B, k·L) bool)``.
+    The B·k sentences go through the encoder as one batch (B·k, L); the k encodings of an image
+    are then laid end to end as one key/value sequence for E_{sk→v}, with ``padding`` True at
+    padding tokens and at the slots of reports that were not retrieved.
+    """
+
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = text_encoder
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, k, length = ids.shape
+        flat_mask = mask.reshape(batch * k, length).long()
+        hidden = self.encoder(input_ids=ids.reshape(batch * k, length), attention_mask=flat_mask).last_hidden_state
+        return hidden.reshape(batch, k * length, -1), ~mask.reshape(batch, k * length).bool()
+
+
+@dataclass
+class RetrievedKnowledge:
+    """SK sentences retrieved for a batch.
+
+    Attributes:
+        ids: (B, k, L) token ids. mask: (B, k, L) bool, False at padding and at empty slots.
+        slots: (B, k) report-queue slots, -1 where fewer than k reports were available.
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    slots: torch.Tensor
+
+
+@torch.no_grad()
+def retrieve_knowledge(
+    queue: FeatureQueue, queries: torch.Tensor, k: int, exclude_index: torch.Tensor | None = None
+) -> RetrievedKnowledge:
+    """Top-k SK sentences of the report queue for each query, by exact inner product.
+
+    The queue holds fields ``feature`` (report features), ``sk_ids`` / ``sk_mask`` (the SK
+    sentence), ``has_sk`` and ``index`` (dataset index). Only filled slots with an SK sentence are
+    candidates; ``kg.retrieval.knn`` (FAISS exact inner product) ranks them.
+
+    Args:
+        queue: the report queue Q.
+        queries: (B, D) L2-normalised image features.
+        k: reports per query.
+        exclude_index: (B,) dataset indices whose own entries must not be returned (training), or
+            ``None``. The search asks for k plus the largest number of own entries of any query,
+            then drops own entries, so every query still gets its k best other reports.
+
+    Returns:
+        :class:`RetrievedKnowledge`, L trimmed to the longest retrieved sentence (at least 1).
+    """
+    from kg.retrieval import knn
+
+    batch, device = queries.shape[0], queries.device
+    candidates = queue.entries("has_sk").nonzero().squeeze(1)
+    chosen = torch.full((batch, k), -1, dtype=torch.long, device=device)
+    if candidates.numel() > 0:
+        own = None
+        extra = 0
+        if exclude_index is not None:
+            own = queue.entries("index")[candidates].unsqueeze(0) == exclude_index.unsqueeze(1)
+            extra = int(own.sum(1).max())
+        depth = min(k + extra, candidates.numel())
+        _, neighbours = knn(queries.detach().float(), queue.entries("feature")[candidates], depth)
+        neighbours = neighbours.to(device)
+        usable = torch.ones_like(neighbours, dtype=torch.bool) if own is None else ~own.gather(1, neighbours)
+        # A stable sort moves excluded hits behind the usable ones and keeps the rank order.
+        order = torch.sort((~usable).to(torch.int8), dim=1, stable=True).indices[:, :k]
+        picked = candidates[neighbours.gather(1, order)]
+        picked[~usable.gather(1, order)] = -1
+        chosen[:, : picked.shape[1]] = picked
+    present = chosen >= 0
+    slots = chosen.clamp(min=0)
+    mask = queue.sk_mask[slots] & present.unsqueeze(-1)
+    length = max(int(mask.sum(-1).max()), 1)
+    return RetrievedKnowledge(ids=queue.sk_ids[slots][..., :length].long(), mask=mask[..., :length], slots=chosen)
+
+
+class LabelScorer(nn.Module):
+    """Text-based multi-label classification scores (Eq. 7–9).
+
+    ``forward(image_feats (B, D), label_feats (C, D)) -> logits (B, C)`` with
+    ``logit = s · ⟨f_v^gk, f_C⟩ + b`` on L2-normalised features in the ITC space. The paper's
+    ``σ(f_v^gk · f_C)`` on unit vectors can only reach probabilities in [0.27, 0.73]; the learned
+    scale s (initialised to 10) and bias b (to 0) let the classifier become confident.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+        self.bias = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, image_feats: torch.Tensor, label_feats: torch.Tensor) -> torch.Tensor:
+        return self.scale * image_feats @ label_feats.T + self.bias

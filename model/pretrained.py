@@ -1,0 +1,112 @@
+"""Saving and loading a MOTOR model directory: ``config.json``, ``model.safetensors``, tokenizer files.
+
+Weights go through ``safetensors.torch.save_model`` / ``load_model``, which store a tensor shared
+by several modules (the decoder tied to the encoder, the LM head tied to the word embeddings)
+once and restore the sharing on load. Nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from kg.errors import InputError, MissingResourceError
+from model.config import MotorConfig
+
+if TYPE_CHECKING:
+    from model.motor import MotorModel
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "motor-kg/model"
+FORMAT_VERSION = 1
+
+
+def save_pretrained(model: MotorModel, directory: str | os.PathLike) -> Path:
+    """Write ``model`` to ``directory``, replacing an earlier saved model there atomically.
+
+    Raises:
+        InputError: ``directory`` exists, is not empty and is not a saved MOTOR model (so a
+            mistyped path cannot delete unrelated files).
+    """
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    if directory.exists() and not _replaceable(directory):
+        raise InputError("refusing to replace: exists and is not a saved MOTOR model directory", file=directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "motor_config": model.config.to_dict()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        model.tokenizer.save_pretrained(str(tmp))
+        os.chmod(tmp, 0o755)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+            os.rename(directory, old)
+            os.rename(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> MotorConfig:
+    """The :class:`MotorConfig` of a saved model directory.
+
+    Raises:
+        MissingResourceError: no ``config.json`` there. InputError: it is not a MOTOR model config.
+    """
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise MissingResourceError(f"no saved MOTOR model at {Path(directory)} (config.json missing)")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err}", file=path) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InputError(f"not a MOTOR model config (expected format {FORMAT!r})", file=path, field="format")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"unsupported format_version {document.get('format_version')!r}", file=path, field="format_version")
+    return MotorConfig.from_dict(document.get("motor_config"), source=path)
+
+
+def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> MotorModel:
+    """Rebuild a model saved by :func:`save_pretrained` (strict: every tensor must fit)."""
+    from safetensors.torch import load_model
+
+    from model.motor import MotorModel
+    from model.tokenizer import load_tokenizer
+
+    directory = Path(directory)
+    # The stored weights already contain whatever the local checkouts once provided.
+    config = read_config(directory).replace(text_model_dir=None, image_weights=None)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise MissingResourceError(f"no {WEIGHTS_FILE} in {directory}")
+    model = MotorModel(config, load_tokenizer(directory))
+    try:
+        load_model(model, str(weights), strict=True, device=str(map_location))
+    except RuntimeError as err:
+        raise InputError(f"weights do not fit the configured model: {err}", file=weights) from None
+    return model.to(map_location)
+
+
+def _replaceable(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False

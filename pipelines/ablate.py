@@ -1,0 +1,189 @@
+"""Knowledge ablation (the paper's Table 1): the same pretraining under each knowledge switch.
+
+Every variant uses the same data, seed, tokenizer vocabulary and step budget; only
+``model.knowledge`` differs. Each is scored by zero-shot image-report retrieval on the test split.
+The output directory holds one pretraining run per variant (``OUT/<variant>/``), ``ablation.md``
+(a markdown table laid out as Table 1: variants with GK / SK / MLC check marks, report and image
+retrieval R@1/5/10 in percent), ``ablation.png`` (bar chart) and the usual run bundle.
+
+A variant whose run directory already holds the results of the same configuration is not
+re-trained, so an interrupted ablation continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kg.errors import InputError
+from pipelines.config import PretrainConfig, dump_config, to_dict
+from pipelines.distributed import DistributedContext
+from pipelines.prepare import prepare_data
+from pipelines.run_bundle import RunResult, atomic_write_text, describe_file
+
+#: Knowledge switch → which of GK, SK and MLC it enables (paper, Table 1).
+VARIANTS: dict[str, tuple[bool, bool, bool]] = {
+    "none": (False, False, False),
+    "gk": (True, False, False),
+    "sk": (False, True, False),
+    "gk+sk": (True, True, False),
+    "full": (True, True, True),
+}
+KS = (1, 5, 10)
+
+
+def parse_variants(text: str) -> list[str]:
+    """``"none,gk,full"`` → ``["none", "gk", "full"]``.
+
+    Raises:
+        InputError: an unknown or repeated variant, or none at all.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in VARIANTS:
+            raise InputError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}", field="--variants")
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"give each variant once, e.g. {','.join(VARIANTS)}; got {text!r}", field="--variants")
+    return names
+
+
+def _variant_config(config: PretrainConfig, variant: str, manifest: Path) -> PretrainConfig:
+    return dataclasses.replace(
+        config,
+        model={**config.model, "knowledge": variant},
+        data=dataclasses.replace(config.data, manifest=str(manifest)),
+    )
+
+
+def _finished(run_dir: Path, config: PretrainConfig) -> dict[str, Any] | None:
+    """The saved retrieval metrics of ``run_dir`` if it completed with exactly ``config``."""
+    import json
+
+    config_file, metrics_file = run_dir / "config.yaml", run_dir / "metrics.json"
+    if not (config_file.is_file() and metrics_file.is_file()):
+        return None
+    if yaml.safe_load(config_file.read_text(encoding="utf-8")) != yaml.safe_load(dump_config(config)):
+        return None
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    return metrics.get("zero_shot_retrieval")
+
+
+def ablate(
+    config: PretrainConfig,
+    variants: Sequence[str],
+    out_dir: str | Path,
+    *,
+    show_progress: bool = True,
+    echo: Callable[[str], None] | None = print,
+) -> RunResult:
+    """Pretrain and evaluate each knowledge variant with the same data, seed and budget.
+
+    Args:
+        config: the pretraining configuration shared by all variants (its ``model.knowledge`` is
+            replaced per variant).
+        variants: knowledge switches to run, in table order.
+        out_dir: output directory.
+        echo: where progress messages go; ``None`` is silent.
+
+    Returns:
+        The ablation's :class:`RunResult`; ``metrics[variant]`` is that variant's zero-shot
+        retrieval (``itc`` recalls with their ``chance`` levels, ``n``).
+    """
+    from pipelines.pretrain import pretrain
+
+    say = echo or (lambda message: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_size = _image_size(config)
+    manifest = prepare_data(config.data, out_dir, image_size, DistributedContext())
+    results: dict[str, Any] = {}
+    for variant in variants:
+        variant_config = _variant_config(config, variant, manifest)
+        run_dir = out_dir / variant.replace("+", "_")
+        done = _finished(run_dir, variant_config)
+        if done is not None:
+            say(f"[{variant}] already done in {run_dir}; reusing its results")
+            results[variant] = done
+            continue
+        say(f"[{variant}] pretraining into {run_dir}")
+        result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
+        results[variant] = result.metrics["zero_shot_retrieval"]
+    table = ablation_table(results)
+    atomic_write_text(out_dir / "ablation.md", table)
+    plot_ablation(results, out_dir / "ablation.png")
+    ablation = RunResult(
+        kind="ablate",
+        config={"variants": list(variants), "pretrain": to_dict(config)},
+        metrics=results,
+        seeds={"train": config.train.seed, "synthetic_data": config.data.synthetic_seed},
+        data={"manifest": describe_file(manifest)},
+        checkpoints={variant: f"{variant.replace('+', '_')}/model" for variant in variants},
+        metrics_markdown=table,
+        run_dir=out_dir,
+    )
+    ablation.save_to_directory(out_dir)
+    say(table)
+    return ablation
+
+
+def _image_size(config: PretrainConfig) -> int:
+    from pipelines.config import resolve_model_config
+
+    return resolve_model_config(config.model).image_size
+
+
+def ablation_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table in the layout of the paper's Table 1 (recalls in percent).
+
+    Args:
+        results: variant → ``{"itc": {"i2t_R@1", ..., "t2i_R@10", "chance": {...}}, "n": N}`` as
+            :func:`pipelines.evaluate.retrieval_evaluation` returns it.
+    """
+    header = ["Variant", "GK", "SK", "MLC"] + [f"Report R@{k}" for k in KS] + [f"Image R@{k}" for k in KS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":-:", ":-:", ":-:"] + ["--:"] * 6) + "|"]
+    for variant, retrieval in results.items():
+        marks = ["✓" if on else "" for on in VARIANTS[variant]]
+        recalls = [100 * retrieval["itc"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
+        lines.append("| " + " | ".join([variant, *marks, *(f"{value:.1f}" for value in recalls)]) + " |")
+    some = next(iter(results.values()))
+    chance = [100 * some["itc"]["chance"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
+    lines.append("| chance |  |  |  | " + " | ".join(f"{value:.1f}" for value in chance) + " |")
+    return (
+        "\n".join(lines)
+        + f"\n\nZero-shot retrieval on {some['n']} test studies (report retrieval: image → report; "
+        "image retrieval: report → image), recall in percent.\n"
+    )
+
+
+def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path) -> None:
+    """Grouped bar chart of R@1/5/10 per variant, report and image retrieval side by side, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    variants = list(results)
+    width = 0.8 / len(KS)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    chance = next(iter(results.values()))["itc"]["chance"]
+    for axis, (direction, title) in zip(axes, (("i2t", "Report retrieval"), ("t2i", "Image retrieval"))):
+        positions = np.arange(len(variants))
+        for offset, k in enumerate(KS):
+            values = [100 * results[v]["itc"][f"{direction}_R@{k}"] for v in variants]
+            axis.bar(positions + (offset - 1) * width, values, width, label=f"R@{k}")
+            axis.axhline(100 * chance[f"{direction}_R@{k}"], color=f"C{offset}", linestyle=":", linewidth=1)
+        axis.set_xticks(positions, variants)
+        axis.set_title(title)
+        axis.set_xlabel("knowledge")
+    axes[0].set_ylabel("recall (%)  — dotted: chance")
+    axes[1].legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=120)
+    plt.close(figure)
+    tmp.replace(path)

@@ -1,0 +1,89 @@
+"""What every pipeline does before training: seeding, finding or generating data, the tokenizer.
+
+Rank 0 writes shared files (the synthetic set, the tokenizer) and the other processes wait for it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kg.errors import InputError
+from pipelines.config import DataConfig, TokenizerConfig
+from pipelines.distributed import DistributedContext, barrier
+
+MANIFEST_NAME = "manifest.jsonl"
+VQA_MANIFEST_NAME = "vqa.jsonl"
+RADGRAPH_NAME = "radgraph.json"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def find_manifest(path: str | os.PathLike) -> Path:
+    """The manifest JSONL at ``path``: the file itself or ``manifest.jsonl`` inside a directory.
+
+    Raises:
+        InputError: nothing there.
+    """
+    path = Path(path)
+    candidate = path / MANIFEST_NAME if path.is_dir() else path
+    if not candidate.is_file():
+        raise InputError(f"no manifest here (expected a JSONL file or a directory holding {MANIFEST_NAME})", file=path)
+    return candidate
+
+
+def prepare_data(data: DataConfig, run_dir: str | os.PathLike, image_size: int, ctx: DistributedContext) -> Path:
+    """The manifest to train on: ``data.manifest``, or the synthetic set generated into ``run_dir/data``.
+
+    The synthetic set is generated once per run directory and settings: when ``run_dir/data`` holds
+    one made with the same size, seed and image size (its ``summary.json``), it is reused.
+
+    Returns:
+        Path of the manifest JSONL.
+    """
+    if data.manifest is not None:
+        return find_manifest(data.manifest)
+    from pipelines.data.synthetic import SUMMARY_FILE, generate
+
+    out = Path(run_dir) / "data"
+    settings = {"n": data.synthetic_n, "seed": data.synthetic_seed, "image_size": image_size}
+    if ctx.is_main:
+        summary = out / SUMMARY_FILE
+        current = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+        if {key: current.get(key) for key in settings} != settings or not (out / MANIFEST_NAME).is_file():
+            generate(out, **settings)
+    barrier()
+    return out / MANIFEST_NAME
+
+
+def companion_file(manifest: Path, name: str) -> Path | None:
+    """A file shipped beside the manifest (``radgraph.json``, ``vqa.jsonl``), if present."""
+    path = manifest.parent / name
+    return path if path.is_file() else None
+
+
+def prepare_tokenizer(config: TokenizerConfig, texts: list[str], run_dir: str | os.PathLike, ctx: DistributedContext) -> Any:
+    """The report tokenizer: loaded from ``config.path``, or a WordPiece vocabulary trained on ``texts``.
+
+    A trained tokenizer is saved to ``run_dir/tokenizer`` by rank 0 (training is deterministic, so
+    re-running gives the same vocabulary) and loaded from there by every process.
+    """
+    from model.tokenizer import load_tokenizer, train_tokenizer
+
+    if config.path is not None:
+        return load_tokenizer(config.path)
+    out = Path(run_dir) / "tokenizer"
+    if ctx.is_main:
+        train_tokenizer(texts, out, vocab_size=config.vocab_size)
+    barrier()
+    return load_tokenizer(out)

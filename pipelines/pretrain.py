@@ -1,0 +1,216 @@
+"""MOTOR pretraining: data, knowledge, tokenizer, model, the shared loop, and the run bundle.
+
+Stages, in order (rank 0 writes, every process trains):
+
+1. the manifest (``data.manifest``, or the synthetic set generated into ``RUN/data``);
+2. the report tokenizer (``RUN/tokenizer``), trained on the training split's reports;
+3. for knowledge switches with an SK path, the ``kg`` store of the training reports
+   (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once;
+4. the model (``model.build_model``) and :func:`pipelines.loop.fit`, with BLIP's warm-up of the
+   distillation weight: ``alpha`` rises linearly from 0 to ``config.alpha`` over the first epoch;
+5. the weights chosen on validation (zero-shot retrieval mean recall; the final ones without a
+   validation split) are exported to ``RUN/model`` (``save_pretrained``), zero-shot retrieval on the
+   test split is written to ``metrics.json`` next to chance level, and the bundle is saved.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipelines.checkpoint import CHECKPOINTS_DIR, TrainingProgress
+from pipelines.config import PretrainConfig, resolve_model_config, to_dict
+from pipelines.distributed import DistributedContext, barrier, init_distributed
+from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences, uses_sk
+from pipelines.loop import fit
+from pipelines.prepare import RADGRAPH_NAME, companion_file, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.run_bundle import RunResult, describe_file
+from pipelines.samples import MotorSamples, study_texts
+
+MODEL_DIR = "model"
+
+
+def _say(ctx: DistributedContext, echo: Callable[[str], None] | None) -> Callable[[str], None]:
+    return echo if echo is not None and ctx.is_main else (lambda message: None)
+
+
+def load_split(manifest: Path, split: str, model_config: Any, missing: str = "error") -> Any:
+    """The ``split`` studies of a manifest as an ``ImageReportDataset`` at the model's image size."""
+    from pipelines.data.datasets import ImageReportDataset
+
+    return ImageReportDataset(
+        manifest, split, image_size=model_config.image_size, in_chans=model_config.in_chans, missing=missing
+    )
+
+
+def make_collator(tokenizer: Any, model_config: Any) -> Any:
+    """The batch collator for ``model_config``'s text lengths."""
+    from model.processing import MotorCollator
+
+    return MotorCollator.from_config(tokenizer, model_config)
+
+
+def retrieval_validator(dataset: MotorSamples, collate_fn: Any, batch_size: int, device: Any) -> Callable[[Any], dict]:
+    """``validate(model) -> {"score": mean recall, ...}`` on ``dataset`` (zero-shot retrieval, ITC)."""
+    from pipelines.evaluate import retrieval_evaluation
+
+    def validate(model: Any) -> dict[str, float]:
+        metrics = retrieval_evaluation(model, dataset, collate_fn, batch_size=batch_size, device=device)["itc"]
+        return {"score": metrics["mean_R"], **{k: v for k, v in metrics.items() if isinstance(v, float)}}
+
+    return validate
+
+
+def pretrain(
+    config: PretrainConfig,
+    run_dir: str | Path,
+    *,
+    resume_from: str | Path | None = None,
+    show_progress: bool = True,
+    tensorboard: bool = False,
+    echo: Callable[[str], None] | None = print,
+) -> RunResult:
+    """Pretrain MOTOR as configured and write the run bundle into ``run_dir``.
+
+    Args:
+        config: the resolved configuration.
+        run_dir: the run directory (created; a fresh run replaces its old checkpoints).
+        resume_from: a checkpoint directory of this run to continue from exactly.
+        show_progress: tqdm progress bar (on a terminal, rank 0).
+        tensorboard: mirror ``metrics.jsonl`` to TensorBoard.
+        echo: where stage messages go (rank 0 only); ``None`` is silent.
+
+    Returns:
+        The :class:`RunResult` (also saved in ``run_dir``); ``result.run_dir / "model"`` is the
+        pretrained model for ``motor finetune --from``.
+    """
+    run_dir = Path(run_dir)
+    ctx = init_distributed(config.train.device)
+    say = _say(ctx, echo)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is None and (run_dir / CHECKPOINTS_DIR).exists():
+            # A fresh run must not mix its checkpoints with those of an earlier run in the same place.
+            shutil.rmtree(run_dir / CHECKPOINTS_DIR)
+    barrier()
+    seed_everything(config.train.seed)
+    model_config = resolve_model_config(config.model)
+
+    manifest = prepare_data(config.data, run_dir, model_config.image_size, ctx)
+    train_studies = load_split(manifest, "train", model_config, config.data.missing)
+    studies = study_texts(train_studies)
+    say(f"data: {manifest} ({len(train_studies)} training studies)")
+    tokenizer = prepare_tokenizer(config.tokenizer, [report for _, report in studies], run_dir, ctx)
+
+    sentences: dict[str, str] = {}
+    store_path = Path(config.knowledge.store) if config.knowledge.store else run_dir / "knowledge" / STORE_NAME
+    if uses_sk(model_config.knowledge):
+        if config.knowledge.store is None and ctx.is_main:
+            stats = build_training_store(studies, store_path, radgraph_path=companion_file(manifest, RADGRAPH_NAME))
+            say(str(stats))
+        barrier()
+        # The collator adds [CLS] and [SEP]: leave room for them in the SK budget.
+        sentences = sk_sentences(
+            store_path, [sid for sid, _ in studies], max_tokens=config.knowledge.sk_max_tokens - 2, tokenizer=tokenizer
+        )
+
+    from model.motor import build_model
+
+    seed_everything(config.train.seed)
+    model = build_model(model_config, tokenizer)
+    collate = make_collator(tokenizer, model_config)
+    validate = None
+    val_studies = load_split(manifest, "val", model_config, config.data.missing)
+    if config.train.validate and len(val_studies) > 1:
+        validate = retrieval_validator(MotorSamples(val_studies), collate, config.eval.batch_size, ctx.device)
+    # Each process draws its own dropout masks and negatives; initial weights came from the shared seed.
+    seed_everything(config.train.seed + ctx.rank)
+
+    def forward_kwargs(progress: TrainingProgress, steps_per_epoch: int) -> dict[str, float]:
+        return {"alpha": model_config.alpha * min(1.0, progress.step / steps_per_epoch)}
+
+    say(f"pretraining MOTOR ({model_config.knowledge}) on {ctx.device} x {ctx.world_size}")
+    started = time.perf_counter()
+    fitted = fit(
+        model,
+        MotorSamples(train_studies, sentences),
+        collate,
+        train=config.train,
+        optim=config.optim,
+        ctx=ctx,
+        run_dir=run_dir,
+        validate=validate,
+        forward_kwargs=forward_kwargs,
+        resume_from=resume_from,
+        num_workers=config.data.num_workers,
+        show_progress=show_progress,
+        tensorboard=tensorboard,
+        desc=f"pretrain {model_config.knowledge}",
+    )
+    elapsed = time.perf_counter() - started
+    chosen = fitted.chosen_checkpoint or fitted.final_checkpoint
+    if chosen != fitted.final_checkpoint:
+        from safetensors.torch import load_model
+
+        load_model(model, str(chosen / "model.safetensors"), strict=True, device=str(ctx.device))
+
+    result = RunResult(
+        kind="pretrain",
+        config=to_dict(config),
+        seeds={"train": config.train.seed, "synthetic_data": config.data.synthetic_seed},
+        device=str(ctx.device),
+        run_dir=run_dir,
+    )
+    if ctx.is_main:
+        model.save_pretrained(run_dir / MODEL_DIR)
+        test_studies = load_split(manifest, "test", model_config, config.data.missing)
+        from pipelines.evaluate import retrieval_evaluation
+        from pipelines.metrics import metrics_table
+
+        retrieval = retrieval_evaluation(
+            model, MotorSamples(test_studies), collate, batch_size=config.eval.batch_size, device=ctx.device
+        )
+        result.metrics = {
+            "zero_shot_retrieval": retrieval,
+            "training": {
+                "steps": fitted.progress.step,
+                "steps_per_epoch": fitted.steps_per_epoch,
+                "samples_seen": fitted.progress.samples_seen,
+                "seconds": elapsed,
+                "precision": fitted.precision,
+                "world_size": ctx.world_size,
+            },
+            "validation": fitted.validation,
+        }
+        result.metrics_markdown = metrics_table(
+            {"zero-shot (test)": retrieval["itc"], "chance": _chance_row(retrieval)}
+        )
+        result.data = {"manifest": describe_file(manifest)}
+        result.checkpoints = {
+            "final": str(fitted.final_checkpoint.relative_to(run_dir)),
+            "chosen": str(chosen.relative_to(run_dir)),
+            "chosen_by": "validation zero-shot retrieval mean recall" if fitted.chosen_checkpoint else "final step",
+            "model": MODEL_DIR,
+        }
+        if uses_sk(model_config.knowledge):
+            result.data["knowledge_store"] = str(store_path)
+        result.save_to_directory(run_dir)
+        say(f"zero-shot retrieval on {retrieval['n']} test studies: " + _summary(retrieval))
+    barrier()
+    return result
+
+
+def _chance_row(retrieval: dict[str, Any]) -> dict[str, float]:
+    chance = retrieval["itc"]["chance"]
+    return {**chance, "mean_R": sum(chance.values()) / len(chance)}
+
+
+def _summary(retrieval: dict[str, Any]) -> str:
+    itc = retrieval["itc"]
+    return ", ".join(
+        f"{direction} R@{k} {itc[f'{direction}_R@{k}']:.3f} (chance {itc['chance'][f'{direction}_R@{k}']:.3f})"
+        for direction in ("i2t", "t2i")
+        for k in (1, 5, 10)
+    )
