@@ -153,21 +153,33 @@ class SKImageEncoder(KnowledgeImageEncoder):
 class SKEncoder(nn.Module):
     """E_sk: a BERT stack over the SK sentences of the retrieved reports.
 
-    ``forward(ids (B, k, L), mask (B, k, L)) -> (f_sk (B, k·L, width), padding (B, k·L) bool)``.
-    The B·k sentences go through the encoder as one batch (B·k, L); the k encodings of an image
-    are then laid end to end as one key/value sequence for E_{sk→v}, with ``padding`` True at
-    padding tokens and at the slots of reports that were not retrieved.
+    ``forward(ids (B, k, L), mask (B, k, L), slots (B, k) | None) -> (f_sk (B, k·L, width),
+    padding (B, k·L) bool)``. The sentences go through the encoder as one batch; the k encodings
+    of an image are then laid end to end as one key/value sequence for E_{sk→v}, with ``padding``
+    True at padding tokens and at the slots of reports that were not retrieved. Given the
+    report-queue ``slots``, a report retrieved by several images of the batch is encoded once
+    (popular reports are: similar images retrieve the same neighbours) and its encoding shared.
     """
 
     def __init__(self, text_encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = text_encoder
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, slots: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, k, length = ids.shape
-        flat_mask = mask.reshape(batch * k, length).long()
-        hidden = self.encoder(input_ids=ids.reshape(batch * k, length), attention_mask=flat_mask).last_hidden_state
-        return hidden.reshape(batch, k * length, -1), ~mask.reshape(batch, k * length).bool()
+        flat_ids, flat_mask = ids.reshape(batch * k, length), mask.reshape(batch * k, length)
+        if slots is None:
+            hidden = self.encoder(input_ids=flat_ids, attention_mask=flat_mask.long()).last_hidden_state
+        else:
+            # Every empty slot (-1) becomes one fully masked row; the padding mask hides it downstream.
+            unique, inverse = torch.unique(slots.reshape(-1), return_inverse=True)
+            positions = torch.arange(batch * k, device=ids.device)
+            first = positions.new_full((unique.numel(),), batch * k).scatter_reduce_(0, inverse, positions, reduce="amin")
+            hidden = self.encoder(input_ids=flat_ids[first], attention_mask=flat_mask[first].long()).last_hidden_state
+            hidden = hidden[inverse]
+        return hidden.reshape(batch, k * length, -1), ~flat_mask.reshape(batch, k * length).bool()
 
 
 @dataclass

@@ -8,8 +8,9 @@ One training step, top to bottom as :meth:`MotorModel.forward` runs it:
 3. E_t encodes the report → f_t; the momentum encoders give f_t' and the batch's reports enter
    the report queue Q together with their SK sentences (token ids, never text).
 4. SK path (``sk``): the image's [CLS] feature (f_v^gk, or f_v without GK) retrieves its top-k
-   reports from Q by inner product (``kg.retrieval.knn``); E_sk encodes the k SK sentences in one
-   batched pass → f_sk (Eq. 3–4) and E_{sk→v} lets the image attend to them → f_v^sk (Eq. 6).
+   reports from Q by inner product (``kg.retrieval.knn``); E_sk encodes the retrieved SK sentences
+   from their queued token ids in one batched pass, each distinct report once → f_sk (Eq. 3–4),
+   and E_{sk→v} lets the image attend to the k encodings laid end to end → f_v^sk (Eq. 6).
 5. The knowledge-enhanced image tokens (f_v, f_v^gk, f_v^sk or f_v^{gk→sk}) feed ITC (Eq. 10–11),
    ITM (Eq. 12–13) and LM (Eq. 14); with ``full``, f_v^gk is also scored against the 14 label
    prompts encoded by E_t (MLC, Eq. 7–9).
@@ -373,7 +374,7 @@ def sk_stage(towers: nn.Module, tokens: torch.Tensor, knowledge: RetrievedKnowle
     """f_v^sk (or f_v^{gk→sk}) from image tokens and retrieved SK sentences; identity without knowledge."""
     if knowledge is None:
         return tokens
-    sk_tokens, padding = towers.sk_encoder(knowledge.ids, knowledge.mask)  # f_sk, Eq. 3–4
+    sk_tokens, padding = towers.sk_encoder(knowledge.ids, knowledge.mask, knowledge.slots)  # f_sk, Eq. 3–4
     return towers.sk_image_encoder(tokens, sk_tokens.to(tokens.dtype), padding)  # Eq. 6
 
 

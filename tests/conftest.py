@@ -14,6 +14,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("MOTOR_KG_SHARED", PROJECT_ROOT.parent / "shared"))
 IU_XRAY_REPORTS = SHARED_DIR / "data" / "iu_xray" / "reports_dev.csv"
 
+# The tests run tiny models: one thread per process is faster than several competing for two cores.
+# Set before any test module imports torch, and inherited by the subprocesses the CLI tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def iu_xray_reports() -> Path:

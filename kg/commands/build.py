@@ -27,6 +27,8 @@ examples:
   kg build --source umls --umls-dir 2024AA/META --store radgraph.duckdb --sab SNOMEDCT_US
 """
 SOURCES = ("radgraph", "reports", "gk", "umls")
+#: Skipped reports whose errors are printed after the summary; the rest are only counted.
+MAX_LISTED_ERRORS = 20
 
 #: Options each source accepts, besides --source and --no-progress; anything else is an error.
 SOURCE_OPTIONS = {
@@ -121,23 +123,28 @@ def _build_radgraph(args: argparse.Namespace) -> int:
                           progress=not args.no_progress, absent=args.absent)
     summary = dataclasses.replace(summary, skipped=len(reader.errors))
     print(summary)
-    for error in reader.errors:
+    for error in reader.errors[:MAX_LISTED_ERRORS]:
         print(f"  skipped: {error}")
+    if len(reader.errors) > MAX_LISTED_ERRORS:
+        print(f"  ... and {len(reader.errors) - MAX_LISTED_ERRORS:,} more skipped reports")
     return 0
 
 
 def _build_reports(args: argparse.Namespace) -> int:
     from kg.build import build_store
     from kg.extract import extract_reports
+    from kg.reports_io import ReadStats
 
     inputs = [Path(p) for p in args.input]
+    stats = [ReadStats() for _ in inputs]
     records = itertools.chain.from_iterable(
-        extract_reports(path, input_format=args.input_format, backend=args.backend) for path in inputs
+        extract_reports(path, input_format=args.input_format, backend=args.backend, stats=counter)
+        for path, counter in zip(inputs, stats)
     )
     options = {"input_format": args.input_format, "backend": args.backend}
     summary = build_store(records, args.out, source="reports", inputs=inputs, options=options,
                           progress=not args.no_progress, absent=args.absent)
-    print(summary)
+    print(dataclasses.replace(summary, skipped=sum(len(counter.skipped) for counter in stats)))
     return 0
 
 

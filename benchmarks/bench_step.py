@@ -1,0 +1,345 @@
+"""Pretraining-step throughput and peak memory per knowledge variant; the SK path against the reference approach.
+
+Part 1 — training steps. For every knowledge variant (``none``, ``gk``, ``sk``, ``gk+sk``,
+``full``) a fresh process builds the preset's model, fills the SK report queue and the ITC queues
+to capacity (so retrieval searches a full n_Q), runs ``--warmup`` untimed steps and then
+``--steps`` timed steps of forward, backward and an AdamW update on a synthetic batch; steps/s is
+the reciprocal of the median step time (robust to stalls on a shared machine). Peak memory
+is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set size on CPU
+(with the resident size just before the model was built, to separate the interpreter and
+libraries from the model's share).
+
+Part 2 — the SK path of one training step (retrieval, then E_sk → E_{sk→v} for the momentum
+encoders without gradient and for the online encoders with forward and backward) on one model and
+one full report queue, two ways:
+
+* ``batched`` (this project): the top-k slots' token ids are gathered from the queue and the B·k
+  sentences go through E_sk in one (B·k, L) pass;
+* ``reference`` (the approach of the original research code): for each of the k ranks, the
+  retrieved reports' SK token ids are decoded back to strings and re-tokenised (once per step,
+  shared by both encoders), then encoded by E_sk as one (B, L) batch per rank; the k encodings are
+  concatenated as E_{sk→v}'s keys and values. The research code tokenises SK sentences to a fixed
+  ``sk_max_len`` (90) tokens; ``--reference-padding longest`` pads each rank only to its longest
+  sentence instead, a kinder baseline.
+
+Both use the same retrieval and the same weights, and the script checks that their outputs agree.
+
+The data are synthetic: random images, and reports / SK sentences composed from the GK graph's
+words (``graphs/chest_gk.yaml``), tokenised by a WordPiece vocabulary trained on them.
+
+Usage::
+
+    python benchmarks/bench_step.py                                  # tiny preset on CPU
+    python benchmarks/bench_step.py --variants none full --steps 20
+    python benchmarks/bench_step.py --threads 1                      # on a machine shared with other jobs
+    python benchmarks/bench_step.py --device cuda --preset base --batch-size 32
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import platform
+import random
+import resource
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kg.gk import load_gk
+from model import KNOWLEDGE_VARIANTS, MotorCollator, MotorConfig, build_model, train_tokenizer
+from model.motor import MotorModel, sk_stage
+
+RELATIONS = ("located_at", "suggestive_of", "modify")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one measurement needs (picklable, sent to a fresh process)."""
+
+    preset: str
+    knowledge: str
+    device: str
+    batch_size: int
+    steps: int
+    warmup: int
+    seed: int
+    threads: int
+    tokenizer_dir: str
+
+
+def synthetic_texts(count: int, seed: int) -> tuple[list[str], list[str]]:
+    """``count`` reports and SK sentences built from GK finding and organ words."""
+    rng = random.Random(seed)
+    graph = load_gk()
+    findings = [w for node in graph.findings for w in node.surface_forms]
+    organs = [w for node in graph.organs for w in node.surface_forms]
+    reports, sentences = [], []
+    for _ in range(count):
+        chosen = rng.sample(findings, rng.randint(1, 3))
+        places = [rng.choice(organs) for _ in chosen]
+        reports.append(" . ".join(f"there is {f} in the {o}" for f, o in zip(chosen, places)) + " .")
+        sentences.append(" ; ".join(f"{f} {rng.choice(RELATIONS)} {o}" for f, o in zip(chosen, places)))
+    return reports, sentences
+
+
+def synthetic_batch(tokenizer, config: MotorConfig, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+    """A collated batch of random images with synthetic reports, SK sentences and labels."""
+    generator = torch.Generator().manual_seed(seed)
+    reports, sentences = synthetic_texts(batch_size, seed)
+    samples = [
+        {
+            "image": torch.rand(config.in_chans, config.image_size, config.image_size, generator=generator),
+            "report": report,
+            "sk_sentence": sentence,
+            "labels": torch.randint(-1, 2, (14,), generator=generator).float(),
+            "index": i,
+        }
+        for i, (report, sentence) in enumerate(zip(reports, sentences))
+    ]
+    return MotorCollator.from_config(tokenizer, config)(samples)
+
+
+@torch.no_grad()
+def fill_queues(model: MotorModel, tokenizer, seed: int) -> None:
+    """Fill the ITC queues and the SK report queue to capacity with random features and real SK ids.
+
+    Queued dataset indices start at 10**9, so no queued entry is a batch sample's own study.
+    """
+    cfg = model.config
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+
+    def features(n: int) -> torch.Tensor:
+        return F.normalize(torch.randn(n, cfg.embed_dim, generator=generator), dim=1).to(device)
+
+    model.itc_queue.enqueue(
+        image=features(cfg.queue_size), text=features(cfg.queue_size),
+        index=torch.arange(cfg.queue_size, device=device) + 10**9,
+    )
+    if not cfg.uses_sk:
+        return
+    _, sentences = synthetic_texts(min(cfg.sk_queue_size, 4096), seed)
+    sk = tokenizer(sentences, padding="max_length", truncation=True, max_length=cfg.sk_max_len, return_tensors="pt")
+    repeats = -(-cfg.sk_queue_size // len(sentences))
+    ids = sk["input_ids"].repeat(repeats, 1)[: cfg.sk_queue_size].to(device)
+    mask = sk["attention_mask"].repeat(repeats, 1)[: cfg.sk_queue_size].bool().to(device)
+    model.report_queue.enqueue(
+        feature=features(cfg.sk_queue_size), sk_ids=ids, sk_mask=mask,
+        has_sk=torch.ones(cfg.sk_queue_size, dtype=torch.bool, device=device),
+        index=torch.arange(cfg.sk_queue_size, device=device) + 10**9,
+    )
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _current_rss_mib() -> float:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure_training(setting: Setting) -> dict[str, float | str]:
+    """Steps/s and peak memory of one variant (run in a fresh process)."""
+    from model import load_tokenizer
+
+    torch.set_num_threads(setting.threads)
+    device = torch.device(setting.device)
+    tokenizer = load_tokenizer(setting.tokenizer_dir)
+    config = MotorConfig.preset(setting.preset).replace(knowledge=setting.knowledge)
+    rss_before = _current_rss_mib()
+    torch.manual_seed(setting.seed)
+    model = build_model(config, tokenizer).to(device).train()
+    fill_queues(model, tokenizer, setting.seed)
+    batch = {k: v.to(device) for k, v in synthetic_batch(tokenizer, config, setting.batch_size, setting.seed).items()}
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step() -> None:
+        output = model(batch)
+        optimiser.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimiser.step()
+
+    for _ in range(setting.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(setting.steps):
+        _synchronise(device)
+        started = time.perf_counter()
+        step()
+        _synchronise(device)
+        times.append(time.perf_counter() - started)
+    # The median step: robust to the stalls other processes on a shared machine cause.
+    seconds = statistics.median(times)
+    result: dict[str, float | str] = {
+        "knowledge": setting.knowledge,
+        "steps_per_s": 1 / seconds,
+        "samples_per_s": setting.batch_size / seconds,
+        "trainable_m": model.parameter_counts()["trainable"] / 1e6,
+    }
+    if device.type == "cuda":
+        result["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        result["peak_mib"] = _peak_rss_mib()
+        result["baseline_mib"] = rss_before
+    return result
+
+
+# ---------------------------------------------------------------------------- the SK path
+def reference_sk_inputs(
+    model: MotorModel, tokenizer, slots: torch.Tensor, padding: str = "max_length"
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The research code's SK inputs: per rank, the retrieved SK ids decoded to text and re-tokenised.
+
+    ``padding="max_length"`` pads every sentence to ``sk_max_len`` as the research code does;
+    ``"longest"`` pads each rank to its longest sentence (a kinder baseline).
+    """
+    queue, cfg = model.report_queue, model.config
+    inputs = []
+    for rank in range(slots.shape[1]):
+        texts = []
+        for slot in slots[:, rank].tolist():
+            ids = queue.sk_ids[slot][queue.sk_mask[slot]]
+            texts.append(tokenizer.decode(ids.tolist(), skip_special_tokens=True))
+        tokens = tokenizer(texts, padding=padding, truncation=True, max_length=cfg.sk_max_len, return_tensors="pt")
+        inputs.append((tokens["input_ids"].to(slots.device), tokens["attention_mask"].to(slots.device)))
+    return inputs
+
+
+def reference_sk_encode(
+    towers: nn.Module, image_tokens: torch.Tensor, inputs: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """The research code's SK encoding: E_sk once per rank on (B, L), the k results concatenated for E_{sk→v}."""
+    features = [towers.sk_encoder.encoder(input_ids=ids, attention_mask=mask).last_hidden_state for ids, mask in inputs]
+    padding = torch.cat([mask == 0 for _, mask in inputs], dim=1)
+    return towers.sk_image_encoder(image_tokens, torch.cat(features, dim=1), padding)
+
+
+def measure_sk_path(
+    preset: str, device: str, batch_size: int, repeats: int, seed: int, tokenizer, padding: str = "max_length"
+) -> dict[str, float]:
+    """Time (ms) of one training step's SK path, batched and reference, and their largest output difference."""
+    device_ = torch.device(device)
+    config = MotorConfig.preset(preset).replace(knowledge="sk", dropout=0.0)
+    torch.manual_seed(seed)
+    model = build_model(config, tokenizer).to(device_).train()
+    fill_queues(model, tokenizer, seed)
+    generator = torch.Generator().manual_seed(seed)
+    image_tokens = torch.randn(batch_size, 1 + config.num_patches, config.vision_width, generator=generator).to(device_)
+    queries = F.normalize(torch.randn(batch_size, config.embed_dim, generator=generator), dim=1).to(device_)
+    index = torch.arange(batch_size, device=device_)
+
+    # One training step's SK work: retrieval, then E_sk and E_{sk→v} for the momentum encoders
+    # (no gradient) and for the online encoders (forward and backward), as MotorModel.forward runs it.
+    def batched() -> torch.Tensor:
+        knowledge = model.retrieve_knowledge(queries, exclude_index=index)
+        with torch.no_grad():
+            sk_stage(model.momentum, image_tokens, knowledge)
+        return sk_stage(model, image_tokens, knowledge)
+
+    def reference() -> torch.Tensor:
+        knowledge = model.retrieve_knowledge(queries, exclude_index=index)
+        inputs = reference_sk_inputs(model, tokenizer, knowledge.slots, padding)
+        with torch.no_grad():
+            reference_sk_encode(model.momentum, image_tokens, inputs)
+        return reference_sk_encode(model, image_tokens, inputs)
+
+    with torch.no_grad():
+        difference = float((batched() - reference()).abs().max())
+    timings = {}
+    for name, path in (("batched", batched), ("reference", reference)):
+        times = []
+        for attempt in range(repeats + 1):
+            model.zero_grad(set_to_none=True)
+            _synchronise(device_)
+            started = time.perf_counter()
+            path().float().square().mean().backward()
+            _synchronise(device_)
+            if attempt:  # the first call warms caches
+                times.append(time.perf_counter() - started)
+        timings[name] = statistics.median(times) * 1000
+    return {"batched_ms": timings["batched"], "reference_ms": timings["reference"],
+            "speedup": timings["reference"] / timings["batched"], "max_abs_difference": difference}
+
+
+# ---------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="tiny", help="model preset (tiny, base)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--variants", nargs="+", default=list(KNOWLEDGE_VARIANTS), choices=KNOWLEDGE_VARIANTS)
+    parser.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    parser.add_argument("--sk-batch-size", type=int, default=None, help="SK-path batch size (default: --batch-size)")
+    parser.add_argument("--sk-repeats", type=int, default=20, help="timed SK-path calls per approach (median)")
+    parser.add_argument("--reference-padding", default="max_length", choices=("max_length", "longest"),
+                        help="padding of the reference SK path's re-tokenised sentences")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    config = MotorConfig.preset(args.preset)
+    threads = torch.get_num_threads()
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"# bench_step: preset {args.preset}, device {args.device} ({device_name}), torch {torch.__version__}, "
+          f"{threads} CPU threads")
+    print(f"# image {config.image_size} px, vision width {config.vision_width} x {config.vision_layers}, text width "
+          f"{config.text_width} x {config.text_layers}, n_Q {config.sk_queue_size}, k {config.sk_top_k}, "
+          f"ITC queue {config.queue_size}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reports, sentences = synthetic_texts(2000, args.seed)
+        tokenizer = train_tokenizer(reports + sentences, tmp, vocab_size=1000)
+        settings = [
+            Setting(args.preset, knowledge, args.device, args.batch_size, args.steps, args.warmup, args.seed,
+                    torch.get_num_threads(), tmp)
+            for knowledge in args.variants
+        ]
+        # One fresh process per variant: peak memory must not carry over from the previous one.
+        context = multiprocessing.get_context("spawn")
+        rows = []
+        for setting in settings:
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                rows.append(pool.submit(measure_training, setting).result())
+        memory = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB (before model)"
+        print("\n## Training step (forward + backward + AdamW; median step)\n")
+        print(f"| knowledge | trainable params (M) | steps/s | samples/s | {memory} |")
+        print("|---|---:|---:|---:|---:|")
+        for row in rows:
+            peak = f"{row['peak_mib']:.0f}"
+            if "baseline_mib" in row:
+                peak += f" ({row['baseline_mib']:.0f})"
+            print(f"| {row['knowledge']} | {row['trainable_m']:.2f} | {row['steps_per_s']:.2f} | "
+                  f"{row['samples_per_s']:.1f} | {peak} |")
+
+        sk = measure_sk_path(args.preset, args.device, args.sk_batch_size or args.batch_size, args.sk_repeats,
+                             args.seed, tokenizer, args.reference_padding)
+    print(f"\n## SK path of one training step (retrieval from a full n_Q = {config.sk_queue_size} queue, "
+          f"k = {config.sk_top_k}; E_sk + E_sk->v momentum forward, online forward + backward; "
+          f"median of {args.sk_repeats})\n")
+    print("| approach | ms per batch |")
+    print("|---|---:|")
+    print(f"| batched: one (B*k, L) pass over queued token ids | {sk['batched_ms']:.1f} |")
+    print(f"| reference: per rank decode, re-tokenise ({args.reference_padding} padding), encode (B, L) | "
+          f"{sk['reference_ms']:.1f} |")
+    print(f"\nspeed-up {sk['speedup']:.2f}x; largest output difference {sk['max_abs_difference']:.2e}")
+
+
+if __name__ == "__main__":
+    main()

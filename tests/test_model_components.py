@@ -1,0 +1,343 @@
+"""MOTOR's parts checked against independent computations: queues, retrieval, GK masking, losses."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from model_cases import BATCH, make_batch, one_torch_thread, tiny_config, train_tiny_tokenizer
+
+from kg.gk import load_gk
+from model import build_model
+from model.distributed import gather_from_all
+from model.knowledge import GKEncoder, SKEncoder, retrieve_knowledge
+from model.losses import ContrastiveLoss, LanguageModelingLoss, MultiLabelLoss, sample_hard_negatives
+from model.queues import FeatureQueue
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny synthetic-corpus tokenizer every model in this file uses."""
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+# ---------------------------------------------------------------------------- queues
+def _queue(size: int) -> FeatureQueue:
+    return FeatureQueue(size, {"value": ((), torch.long), "feature": ((2,), torch.float32)})
+
+
+def _push(queue: FeatureQueue, values: list[int]) -> None:
+    tensor = torch.tensor(values)
+    queue.enqueue(value=tensor, feature=tensor.float().unsqueeze(1).expand(-1, 2))
+
+
+def test_queue_fills_in_order_and_wraps_around_a_size_that_does_not_divide_the_batch():
+    queue = _queue(5)
+    _push(queue, [1, 2, 3])
+    assert len(queue) == 3 and queue.entries("value").tolist() == [1, 2, 3]
+    _push(queue, [4, 5, 6])
+    assert len(queue) == 5
+    assert queue.value.tolist() == [6, 2, 3, 4, 5]  # slot 0 overwritten by the newest
+    assert queue.ordered("value").tolist() == [2, 3, 4, 5, 6]  # oldest first
+    _push(queue, [7, 8, 9])
+    assert queue.ordered("value").tolist() == [5, 6, 7, 8, 9]
+    assert queue.feature[:, 0].tolist() == [float(v) for v in queue.value.tolist()]
+
+
+def test_queue_keeps_the_newest_entries_of_a_batch_longer_than_itself():
+    queue = _queue(3)
+    _push(queue, [1])
+    _push(queue, [10, 11, 12, 13, 14])
+    assert queue.ordered("value").tolist() == [12, 13, 14]
+
+
+def test_queue_rejects_missing_fields_and_ragged_rows():
+    queue = _queue(4)
+    with pytest.raises(ValueError, match="fields"):
+        queue.enqueue(value=torch.tensor([1]))
+    with pytest.raises(ValueError, match="rows"):
+        queue.enqueue(value=torch.tensor([1, 2]), feature=torch.zeros(3, 2))
+
+
+def test_queue_state_is_checkpointed():
+    queue = _queue(4)
+    _push(queue, [1, 2, 3, 4, 5])
+    restored = _queue(4)
+    restored.load_state_dict(queue.state_dict())
+    assert restored.ordered("value").tolist() == [2, 3, 4, 5]
+    _push(restored, [6])
+    assert restored.ordered("value").tolist() == [3, 4, 5, 6]
+
+
+def test_gather_is_the_identity_in_one_process():
+    tensor = torch.arange(6).reshape(3, 2)
+    assert gather_from_all(tensor) is tensor
+
+
+# ---------------------------------------------------------------------------- SK retrieval
+def _report_queue(features: torch.Tensor, index: torch.Tensor, has_sk: torch.Tensor, length: int = 6) -> FeatureQueue:
+    n = features.shape[0]
+    queue = FeatureQueue(n + 3, {
+        "feature": ((features.shape[1],), torch.float32), "sk_ids": ((length,), torch.int32),
+        "sk_mask": ((length,), torch.bool), "has_sk": ((), torch.bool), "index": ((), torch.long),
+    })
+    ids = torch.arange(n, dtype=torch.int32).unsqueeze(1) * 10 + torch.arange(length, dtype=torch.int32)
+    mask = torch.arange(length).unsqueeze(0) < (torch.arange(n) % (length - 2) + 3).unsqueeze(1)
+    queue.enqueue(feature=features, sk_ids=ids, sk_mask=mask, has_sk=has_sk, index=index)
+    return queue
+
+
+def test_retrieval_equals_brute_force_top_k_over_filled_slots_with_knowledge():
+    generator = torch.Generator().manual_seed(0)
+    features = F.normalize(torch.randn(20, 8, generator=generator), dim=1)
+    has_sk = torch.rand(20, generator=generator) > 0.25
+    queue = _report_queue(features, torch.arange(20), has_sk)
+    queries = F.normalize(torch.randn(5, 8, generator=generator), dim=1)
+    result = retrieve_knowledge(queue, queries, k=3)
+    # Brute force: score every slot, never an empty slot (3 of 23 are) or one without an SK sentence.
+    scores = queries @ queue.feature.T
+    scores[:, 20:] = -math.inf
+    scores[:, ~torch.cat([has_sk, torch.zeros(3, dtype=torch.bool)])] = -math.inf
+    assert torch.equal(result.slots, scores.topk(3, dim=1).indices)
+    for b in range(5):
+        for j in range(3):
+            slot = int(result.slots[b, j])
+            valid = queue.sk_mask[slot]
+            width = result.mask.shape[-1]
+            assert torch.equal(result.mask[b, j], valid[:width])
+            assert torch.equal(result.ids[b, j][result.mask[b, j]], queue.sk_ids[slot][:width][valid[:width]].long())
+
+
+def test_retrieval_never_returns_the_queries_own_study():
+    generator = torch.Generator().manual_seed(1)
+    features = F.normalize(torch.randn(12, 8, generator=generator), dim=1)
+    index = torch.arange(12) % 4  # each study queued three times
+    queue = _report_queue(features, index, torch.ones(12, dtype=torch.bool))
+    queries = features[:4]  # study b's own entries are its best matches
+    result = retrieve_knowledge(queue, queries, k=3, exclude_index=torch.arange(4))
+    scores = queries @ queue.feature[:12].T
+    scores[index.unsqueeze(0) == torch.arange(4).unsqueeze(1)] = -math.inf
+    assert torch.equal(result.slots, scores.topk(3, dim=1).indices)
+
+
+def test_retrieval_masks_slots_it_cannot_fill():
+    features = F.normalize(torch.randn(2, 8), dim=1)
+    queue = _report_queue(features, torch.tensor([0, 1]), torch.tensor([True, True]))
+    result = retrieve_knowledge(queue, features, k=3, exclude_index=torch.tensor([0, 1]))
+    assert result.slots.tolist() == [[1, -1, -1], [0, -1, -1]]
+    assert not result.mask[:, 1:].any() and result.mask[:, 0].any()
+    empty = retrieve_knowledge(_queue_of_size(4), features, k=3)
+    assert (empty.slots == -1).all() and not empty.mask.any()
+
+
+def _queue_of_size(size: int) -> FeatureQueue:
+    return FeatureQueue(size, {
+        "feature": ((8,), torch.float32), "sk_ids": ((6,), torch.int32), "sk_mask": ((6,), torch.bool),
+        "has_sk": ((), torch.bool), "index": ((), torch.long),
+    })
+
+
+def test_sk_encoder_batched_pass_equals_encoding_each_sentence_alone(tokenizer):
+    model = build_model(tiny_config("sk"), tokenizer).eval()
+    encoder: SKEncoder = model.sk_encoder
+    ids = torch.randint(7, len(tokenizer), (2, 3, 5))
+    lengths = torch.tensor([[5, 3, 2], [4, 5, 3]])
+    mask = torch.arange(5) < lengths.unsqueeze(-1)
+    with torch.no_grad():
+        features, padding = encoder(ids, mask)
+        assert features.shape == (2, 15, model.config.text_width)
+        assert torch.equal(padding, ~mask.reshape(2, 15))
+        for b in range(2):
+            for j in range(3):
+                n = int(lengths[b, j])
+                alone = encoder.encoder(input_ids=ids[b, j, :n].unsqueeze(0)).last_hidden_state[0]
+                torch.testing.assert_close(features[b, j * 5 : j * 5 + n], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_sk_encoder_encodes_a_report_retrieved_twice_once_with_the_same_result(tokenizer):
+    model = build_model(tiny_config("sk"), tokenizer).eval()
+    slots = torch.tensor([[4, 9, -1], [9, 2, -1]])
+    sentences = {4: torch.randint(7, len(tokenizer), (5,)), 9: torch.randint(7, len(tokenizer), (5,)),
+                 2: torch.randint(7, len(tokenizer), (5,)), -1: torch.zeros(5, dtype=torch.long)}
+    lengths = {4: 5, 9: 3, 2: 4, -1: 0}
+    ids = torch.stack([torch.stack([sentences[int(s)] for s in row]) for row in slots])
+    mask = torch.stack([torch.stack([torch.arange(5) < lengths[int(s)] for s in row]) for row in slots])
+    calls = []
+    handle = model.sk_encoder.encoder.register_forward_hook(lambda _m, args, kwargs, _o: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    with torch.no_grad():
+        shared, padding = model.sk_encoder(ids, mask, slots)
+        separate, same_padding = model.sk_encoder(ids, mask)
+    handle.remove()
+    assert calls == [4, 6]  # distinct reports 2, 4, 9 and the empty slot, then all six
+    assert torch.equal(padding, same_padding)
+    torch.testing.assert_close(shared[~padding], separate[~padding], atol=1e-5, rtol=1e-5)
+
+
+def test_first_training_step_uses_the_batch_and_excludes_each_samples_own_report(tokenizer):
+    model = build_model(tiny_config("sk"), tokenizer)
+    batch = make_batch(tokenizer, model.config)
+    assert len(model.report_queue) == 0
+    model(batch)
+    assert len(model.report_queue) == BATCH
+    queries = F.normalize(torch.randn(BATCH, model.config.embed_dim), dim=1)
+    result = model.retrieve_knowledge(queries, exclude_index=batch["index"])
+    has_sk = batch["sk_attention_mask"].sum(1) > 2
+    retrieved = result.slots[result.slots >= 0]
+    assert bool(has_sk[retrieved].all())  # the sample without an SK sentence is never retrieved
+    for b in range(BATCH):
+        assert int(batch["index"][b]) not in model.report_queue.index[result.slots[b][result.slots[b] >= 0]].tolist()
+    assert (result.slots >= 0).sum(1).tolist() == [min(3, int(has_sk.sum()) - int(has_sk[b])) for b in range(BATCH)]
+
+
+def test_inference_with_an_empty_report_queue_still_encodes(tokenizer):
+    model = build_model(tiny_config("gk+sk"), tokenizer).eval()
+    batch = make_batch(tokenizer, model.config)
+    with torch.no_grad():
+        features = model.encode_image(batch["image"])
+    assert torch.isfinite(features).all() and features.shape == (BATCH, model.config.embed_dim)
+
+
+# ---------------------------------------------------------------------------- GK encoder
+def test_gk_encoder_attends_with_the_graphs_visible_mask(tokenizer):
+    graph = load_gk()
+    model = build_model(tiny_config("gk", gk_layers=1), tokenizer).eval()
+    encoder: GKEncoder = model.gk_encoder
+    assert torch.equal(encoder.visible_mask, graph.visible_mask())
+    assert torch.equal(encoder.node_types, graph.node_type_ids())
+    # With one layer, node i's output depends only on the nodes it sees.
+    finding = graph.findings[0]
+    hidden = [n.index for n in graph.nodes if not bool(graph.visible_mask()[finding.index, n.index])]
+    seen = [n.index for n in graph.nodes if bool(graph.visible_mask()[finding.index, n.index]) and n.index != finding.index]
+    assert hidden and seen
+    # Random perturbations: a constant shift would vanish in the pre-attention layer norm.
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = encoder()
+        encoder.word_embedding[hidden] += torch.randn(len(hidden), encoder.word_embedding.shape[1], generator=generator)
+        unchanged = encoder()
+        encoder.word_embedding[seen[0]] += torch.randn(encoder.word_embedding.shape[1], generator=generator)
+        changed = encoder()
+    assert before.shape == (len(graph), model.config.text_width)
+    torch.testing.assert_close(unchanged[finding.index], before[finding.index])
+    assert not torch.allclose(changed[finding.index], before[finding.index])
+
+
+def test_gk_node_table_starts_as_mean_word_embedding(tokenizer):
+    graph = load_gk()
+    model = build_model(tiny_config("gk"), tokenizer)
+    table = model.text_encoder.embeddings.word_embeddings.weight
+    for node, words in zip(graph.nodes, graph.node_words()):
+        ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(model.gk_encoder.word_embedding[node.index], table[ids].mean(0))
+
+
+def test_gk_attention_maps_for_visualisation(tokenizer):
+    model = build_model(tiny_config("gk"), tokenizer).eval()
+    cfg = model.config
+    maps = model.gk_attention(make_batch(tokenizer, cfg)["image"])
+    nodes = len(load_gk())
+    assert maps["image_to_nodes"].shape == (BATCH, cfg.knowledge_heads, 1 + cfg.num_patches, nodes)
+    assert maps["node_to_patches"].shape == (BATCH, cfg.knowledge_heads, nodes, cfg.num_patches)
+    torch.testing.assert_close(maps["image_to_nodes"].sum(-1), torch.ones(BATCH, cfg.knowledge_heads, 1 + cfg.num_patches))
+    torch.testing.assert_close(maps["node_to_patches"].sum(-1), torch.ones(BATCH, cfg.knowledge_heads, nodes))
+    assert maps["node_ids"] == list(load_gk().node_ids)
+
+
+def test_label_prompts_are_tokenised_once_at_init(tokenizer):
+    from kg.lexicon import load_chexpert_classes
+
+    model = build_model(tiny_config("full"), tokenizer)
+    prompts = [c.prompt for c in load_chexpert_classes()]
+    assert model.label_input_ids.shape[0] == len(prompts) == 14
+    first = tokenizer(prompts[0])["input_ids"]
+    assert model.label_input_ids[0, : len(first)].tolist() == first
+
+
+# ---------------------------------------------------------------------------- text stacks
+def test_report_encoder_is_bidirectional_decoder_causal_and_grounded_encoder_sees_the_image(tokenizer):
+    model = build_model(tiny_config("none"), tokenizer).eval()
+    ids = torch.tensor([[2, 10, 11, 12, 3]])
+    changed = ids.clone()
+    changed[0, 3] = 20
+    mask = torch.ones_like(ids)
+    image = torch.randn(1, 1 + model.config.num_patches, model.config.vision_width)
+    with torch.no_grad():
+        encoded = [model.text_encoder(input_ids=x, attention_mask=mask).last_hidden_state for x in (ids, changed)]
+        decoded = [model.text_decoder(input_ids=x, attention_mask=mask, encoder_hidden_states=image).logits
+                   for x in (ids, changed)]
+        grounded = model.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=image).last_hidden_state
+    assert not torch.allclose(encoded[0][0, 0], encoded[1][0, 0])  # [CLS] sees a later token
+    torch.testing.assert_close(decoded[0][0, :3], decoded[1][0, :3])  # earlier positions do not
+    assert not torch.allclose(decoded[0][0, 3], decoded[1][0, 3])
+    assert not torch.allclose(grounded, encoded[0])
+
+
+# ---------------------------------------------------------------------------- losses
+def test_contrastive_loss_without_queue_or_distillation_is_symmetric_cross_entropy():
+    generator = torch.Generator().manual_seed(0)
+    image = F.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    text = F.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    empty = torch.zeros(0, 8)
+    loss, sim_i2t, _ = ContrastiveLoss()(
+        image, text, image, text, empty, empty, torch.arange(4), torch.zeros(0, dtype=torch.long), torch.tensor(0.1), 0.0
+    )
+    logits = image @ text.T / 0.1
+    expected = (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.T, torch.arange(4))) / 2
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(sim_i2t, logits)
+
+
+def test_contrastive_loss_counts_queued_copies_of_a_study_as_positives():
+    image = torch.eye(3)[:2]
+    text = torch.eye(3)[:2]
+    queue = torch.eye(3)[[0, 2]]  # a copy of study 0 and an unrelated study
+    loss, sim_i2t, _ = ContrastiveLoss()(
+        image, text, image, text, queue, queue, torch.tensor([0, 1]), torch.tensor([0, 5]), torch.tensor(1.0), 0.0
+    )
+    log_p = F.log_softmax(sim_i2t, dim=1)
+    expected_i2t = -(log_p[0, [0, 2]].mean() + log_p[1, 1]) / 2
+    # The texts see the same candidates (symmetric set-up), so both directions agree.
+    torch.testing.assert_close(loss, expected_i2t)
+
+
+def test_hard_negatives_never_share_the_study():
+    torch.manual_seed(0)
+    sim = torch.randn(6, 10)
+    index = torch.tensor([0, 0, 1, 2, 2, 3])
+    for _ in range(20):
+        negative_text, negative_image = sample_hard_negatives(sim, sim, index)
+        assert (index[negative_text] != index).all() and (index[negative_image] != index).all()
+
+
+def test_multilabel_loss_policies_match_hand_computation():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
+    labels = torch.tensor([[1.0, 0.0, -1.0, math.nan]])
+
+    def bce(x, y):
+        return float(F.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(y)))
+
+    ignore = (bce(2.0, 1.0) + bce(-1.0, 0.0)) / 2
+    positive = (bce(2.0, 1.0) + bce(-1.0, 0.0) + bce(0.5, 1.0)) / 3
+    negative = (bce(2.0, 1.0) + bce(-1.0, 0.0) + bce(0.5, 0.0)) / 3
+    assert float(MultiLabelLoss("ignore")(logits, labels)) == pytest.approx(ignore, rel=1e-6)
+    assert float(MultiLabelLoss("positive")(logits, labels)) == pytest.approx(positive, rel=1e-6)
+    assert float(MultiLabelLoss("negative")(logits, labels)) == pytest.approx(negative, rel=1e-6)
+    nothing = MultiLabelLoss("ignore")(logits.requires_grad_(), torch.full((1, 4), math.nan))
+    assert float(nothing.detach()) == 0.0
+    nothing.backward()
+
+
+def test_lm_loss_predicts_the_next_token_and_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    ids = torch.tensor([[6, 3, 4, 2], [6, 5, 2, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    loss = LanguageModelingLoss(label_smoothing=0.0)(logits, ids, mask)
+    terms = [-F.log_softmax(logits[b, t], dim=-1)[ids[b, t + 1]] for b in range(2) for t in range(3) if mask[b, t + 1]]
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
