@@ -7,7 +7,8 @@ do not care where a report came from. Supported inputs (``input_format``):
   ``MeSH, Problems, image, indication, comparison``, kept in :attr:`RawReport.extra`).
 * ``mimic-txt``: one report per ``.txt`` file, a single file or a directory tree searched
   recursively; the report id is the file stem (``s50414267``). Sections are found from upper-case
-  headers such as ``FINDINGS:`` and ``IMPRESSION:``.
+  headers such as ``FINDINGS:`` and ``IMPRESSION:`` at a line start, or mid-line after a sentence
+  end for known section names (reports flattened to one line).
 * ``jsonl``: one JSON object per line with ``id`` (or ``report_id``) and ``text``; other keys go to
   :attr:`RawReport.extra`.
 * ``text``: a file with one report per non-empty line (id ``<file stem>:<line number>``), or a
@@ -64,6 +65,8 @@ NON_DIAGNOSTIC_SECTIONS = frozenset(
     {"indication", "history", "comparison", "technique", "examination", "procedure", "notification", "wet read"}
 )
 _HEADER_CANDIDATE = re.compile(r"^[ \t]*(?P<name>[A-Za-z][A-Za-z /&()-]{1,40}?)[ \t]*:", re.MULTILINE)
+# Flattened reports (one JSONL or text line) keep their headers mid-line after a sentence end.
+_INLINE_HEADER = re.compile(r"(?<=[.!?])[ \t]+(?P<name>[A-Z][A-Z /&()-]{1,40}?)[ \t]*:")
 _KNOWN_SECTIONS = frozenset(SECTION_ALIASES.values()) | NON_DIAGNOSTIC_SECTIONS
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SENTENCE_END = re.compile(r"[.!?;:]\s*$")
@@ -238,12 +241,19 @@ def join_sentences(parts: list[str]) -> str:
 
 # ----------------------------------------------------------------------------- readers
 def _headers(text: str) -> list[re.Match[str]]:
-    """Header matches: upper-case names (MIMIC-CXR style), or known section names in any case."""
-    return [
+    """Header matches, in text order.
+
+    At a line start: upper-case names (MIMIC-CXR style) or known section names in any case. After a
+    sentence end within a line: upper-case known section names (``... normal. IMPRESSION: ...``).
+    """
+    line_start = [
         m
         for m in _HEADER_CANDIDATE.finditer(text)
         if m.group("name").isupper() or _section_name(m.group("name")) in _KNOWN_SECTIONS
     ]
+    # Mid-line, only known section names count: "NOTE:" inside a sentence is no header.
+    inline = [m for m in _INLINE_HEADER.finditer(text) if _section_name(m.group("name")) in _KNOWN_SECTIONS]
+    return sorted(line_start + inline, key=lambda m: m.start())
 
 
 def _section_name(header: str) -> str:

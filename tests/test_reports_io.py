@@ -129,6 +129,16 @@ def test_split_sections_merges_aliases_and_accepts_known_names_in_any_case() -> 
     assert split_sections("Heart: normal size.") == {}
 
 
+def test_split_sections_finds_known_headers_mid_line_in_flattened_reports() -> None:
+    text = "FINDINGS: Clear lungs. IMPRESSION: No acute disease. Follow-up NOTE: none."
+    sections = split_sections(text)
+    # "NOTE:" is no known section, so it stays inside the impression.
+    assert sections == {"findings": "Clear lungs.", "impression": "No acute disease. Follow-up NOTE: none."}
+    assert report_text(sections, text) == "Clear lungs.\n\nNo acute disease. Follow-up NOTE: none."
+    # Mid-line, a header must follow a sentence end: "see IMPRESSION: ..." is text.
+    assert split_sections("FINDINGS: see IMPRESSION: below.") == {"findings": "see IMPRESSION: below."}
+
+
 def test_join_sentences_adds_only_missing_periods() -> None:
     assert join_sentences(["No effusion", "Normal heart."]) == "No effusion.\n\nNormal heart."
     assert join_sentences(["Clear lungs;", "Normal?"]) == "Clear lungs;\n\nNormal?"
