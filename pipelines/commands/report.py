@@ -1,0 +1,54 @@
+"""``motor report``: one table from several run bundles, runs that differ only by seed pooled."""
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Tabulate run bundles (directories holding config.yaml, metrics.json and run.json).
+
+Runs of the same kind whose config.yaml is equal once seed keys (`seed`, `*_seed`) are removed and
+output paths are made relative to each run form one row: mean ± std (sample std) over them, with
+n the number of runs. Rows are named by the config keys that differ between them. --group-by KEY
+groups by that config key instead, pooling every other difference.
+
+Metric keys are dotted paths into metrics.json; by default every numeric one all runs report.
+
+examples:
+  motor report runs/full_s0 runs/full_s1 runs/full_s2 runs/none_s0 runs/none_s1
+  motor report runs/* --metrics zero_shot_retrieval.itc.i2t.R@10 --group-by config.model.knowledge --out table.md
+  motor report runs/* --json --out table.json
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``report`` sub-command."""
+    parser = subparsers.add_parser(
+        "report",
+        help="tabulate several run bundles, seeds pooled into mean ± std",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    parser.add_argument("--metrics", nargs="+", metavar="KEY",
+                        help="dotted metric keys (default: every numeric metric all runs report)")
+    parser.add_argument("--group-by", nargs="+", action="extend", default=[], metavar="KEY",
+                        help="config keys to group runs by, e.g. config.model.knowledge (default: the whole config "
+                             "but seeds and output paths)")
+    parser.add_argument("--digits", type=int, default=3, help="decimals in the Markdown table (default: 3)")
+    parser.add_argument("--json", action="store_true", help="print (and write) JSON instead of Markdown")
+    parser.add_argument("--out", metavar="FILE", help="also write the table to FILE (atomically)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the runs, print the table and optionally write it."""
+    from pipelines.report import load_run, report_json, report_table, summarise_groups
+    from pipelines.run_bundle import atomic_write_text
+
+    summaries = summarise_groups([load_run(path) for path in args.runs], metrics=args.metrics,
+                                 group_by=args.group_by)
+    text = report_json(summaries) if args.json else report_table(summaries, digits=args.digits)
+    print(text, end="")
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0

@@ -1,0 +1,224 @@
+"""Checkpoint import: a tiny model's weights renamed to BLIP's naming come back exactly.
+
+The reference naming is written out here by hand (not by inverting model.convert.RULES), so a
+wrong rule makes the round trip fail.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kg.errors import InputError, MissingResourceError
+from model.convert import ConversionReport, convert_checkpoint, map_key, read_checkpoint
+from model.motor import MotorModel
+from model_cases import make_batch, one_torch_thread, tiny_config, train_tiny_tokenizer
+from pipelines.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+BLIP_TOWERS = (("momentum.image_encoder.vit.", "visual_encoder_m."), ("image_encoder.vit.", "visual_encoder."),
+               ("momentum.text_encoder.", "text_encoder_m."), ("momentum.vision_proj.", "vision_proj_m."),
+               ("momentum.text_proj.", "text_proj_m."))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tokenizer")
+    train_tiny_tokenizer(directory)
+    return directory
+
+
+def blip_state(model: MotorModel) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as BLIP saves it: towers renamed, ITC queue column-wise, no SK queue."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith(("itc_queue.", "report_queue.")):
+            continue
+        for ours, theirs in BLIP_TOWERS:
+            if key.startswith(ours):
+                key = theirs + key[len(ours):]
+                break
+        state[key] = value.clone()
+    queue = model.itc_queue
+    state.update({"image_queue": queue.image.t().clone(), "text_queue": queue.text.t().clone(),
+                  "idx_queue": queue.index[None].clone(), "ptr_queue": queue.ptr.reshape(1).clone()})
+    return state
+
+
+def full_queue_model(config, tokenizer) -> MotorModel:
+    """A tiny model whose ITC queue is full of distinct entries and whose pointer is mid-way."""
+    torch.manual_seed(0)
+    model = MotorModel(config, tokenizer).eval()
+    n = config.queue_size + 3
+    model.itc_queue.enqueue(image=torch.randn(n, config.embed_dim), text=torch.randn(n, config.embed_dim),
+                            index=torch.arange(n))
+    return model
+
+
+@pytest.mark.parametrize("source, target", [
+    ("visual_encoder.blocks.0.attn.qkv.weight", "image_encoder.vit.blocks.0.attn.qkv.weight"),
+    ("visual_encoder.patch_embed.proj.weight", "image_encoder.vit.patch_embed.proj.weight"),
+    ("visual_encoder_m.pos_embed", "momentum.image_encoder.vit.pos_embed"),
+    ("text_encoder.encoder.layer.0.attention.self.query.weight",
+     "text_encoder.encoder.layer.0.attention.self.query.weight"),
+    ("text_encoder_m.embeddings.word_embeddings.weight", "momentum.text_encoder.embeddings.word_embeddings.weight"),
+    ("text_decoder.bert.encoder.layer.1.crossattention.self.key.bias",
+     "text_decoder.bert.encoder.layer.1.crossattention.self.key.bias"),
+    ("text_decoder.cls.predictions.bias", "text_decoder.cls.predictions.bias"),
+    ("vision_proj_m.weight", "momentum.vision_proj.weight"),
+    ("itm_head.bias", "itm_head.bias"),
+    ("temp", "temp"),
+    ("image_queue", "itc_queue.image"),
+    ("text_feat_queue", "itc_queue.text"),
+    ("idx_queue", "itc_queue.index"),
+    ("queue_ptr", "itc_queue.ptr"),
+    ("text_encoder.embeddings.position_ids", None),
+    ("tag_encoder.layers.0.weight", False),
+])
+def test_name_mapping_table(source: str, target: str | None | bool) -> None:
+    assert map_key(source) == target
+
+
+def test_reference_checkpoint_round_trips(tmp_path: Path, tokenizer_dir: Path) -> None:
+    config = tiny_config()
+    tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    original = full_queue_model(config, tokenizer)
+    state = original.state_dict()
+    reference = blip_state(original)
+    reference["text_encoder.embeddings.position_ids"] = torch.arange(config.max_position_embeddings)[None]
+    reference["cls_head.weight"] = torch.zeros(3, 3)  # a head this project does not have
+    reference["itm_head.weight"] = torch.zeros(3, config.text_width)  # wrong shape
+    src = tmp_path / "model_base.pth"
+    torch.save({"model": reference, "epoch": 3}, src)
+
+    report = convert_checkpoint(src, config, tmp_path / "out", tokenizer_dir)
+    assert report.unexpected == ["cls_head.weight"]
+    assert report.mismatched == [{"key": "itm_head.weight", "source_key": "itm_head.weight",
+                                  "source_shape": [3, config.text_width], "model_shape": [2, config.text_width]}]
+    assert report.dropped == ["text_encoder.embeddings.position_ids"]
+    assert report.missing == ["itm_head.weight"]  # the SK report queue starts empty and is not "missing"
+    assert report.momentum_copied == [] and not report.clean
+    assert {"itc_queue.image", "itc_queue.index", "itc_queue.ptr"} <= set(report.mapped)
+
+    loaded = MotorModel.from_pretrained(tmp_path / "out").eval()
+    for key, tensor in loaded.state_dict().items():
+        if key not in report.missing:
+            assert torch.equal(tensor, state[key]), key
+    assert json.loads((tmp_path / "out" / "conversion.json").read_text())["unexpected"] == ["cls_head.weight"]
+
+    # Outputs that do not involve the unmapped ITM head equal the original's on a batch.
+    batch = make_batch(tokenizer, config)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_image(batch["image"]), original.encode_image(batch["image"]))
+        assert torch.equal(loaded.encode_text(batch["input_ids"], batch["attention_mask"]),
+                           original.encode_text(batch["input_ids"], batch["attention_mask"]))
+    torch.manual_seed(5)
+    assert loaded.generate(batch["image"][:2], max_length=8) == original.generate(batch["image"][:2], max_length=8)
+    with torch.no_grad():
+        original.itm_head.load_state_dict(loaded.itm_head.state_dict())
+        assert torch.equal(loaded.itm_scores(batch["image"], batch["input_ids"], batch["attention_mask"]),
+                           original.itm_scores(batch["image"], batch["input_ids"], batch["attention_mask"]))
+
+
+def test_online_only_checkpoint_copies_momentum_and_resamples_vit(tmp_path: Path, tokenizer_dir: Path) -> None:
+    source_config = tiny_config(knowledge="none", in_chans=3)
+    torch.manual_seed(1)
+    source = MotorModel(source_config, train_tiny_tokenizer(tmp_path / "tok"))
+    online = {k: v for k, v in blip_state(source).items() if not k.startswith(("visual_encoder_m.", "text_encoder_m.",
+                                                                              "vision_proj_m.", "text_proj_m."))}
+    online = {k: v for k, v in online.items() if not k.endswith("_queue")}
+    src = tmp_path / "online.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in online.items()}, str(src))
+    # A smaller grayscale model: the 64 px RGB ViT is resampled and reduced to one channel.
+    target_config = tiny_config(knowledge="none", in_chans=1, image_size=32)
+    report = convert_checkpoint(src, target_config, tmp_path / "out", tokenizer_dir)
+    assert report.clean and report.unexpected == []
+    assert report.momentum_copied == ["image_encoder", "vision_proj", "text_encoder", "text_proj"]
+    model = MotorModel.from_pretrained(tmp_path / "out")
+    assert len(model.itc_queue) == 0  # no queue in the checkpoint: it starts empty
+    assert model.image_encoder.vit.pos_embed.shape == (1, 1 + 4, target_config.vision_width)
+    assert torch.equal(model.momentum.text_encoder.embeddings.word_embeddings.weight,
+                       model.text_encoder.embeddings.word_embeddings.weight)
+    patch = source.state_dict()["image_encoder.vit.patch_embed.proj.weight"]
+    assert torch.allclose(model.image_encoder.vit.patch_embed.proj.weight, patch.sum(dim=1, keepdim=True))
+
+
+def test_blip_pretraining_queue_without_ids_never_holds_positives(tmp_path: Path, tokenizer_dir: Path) -> None:
+    config = tiny_config(knowledge="none")
+    state = blip_state(full_queue_model(config, train_tiny_tokenizer(tmp_path / "tok")))
+    del state["idx_queue"]
+    torch.save(state, tmp_path / "pretrain.pth")
+    convert_checkpoint(tmp_path / "pretrain.pth", config, tmp_path / "out", tokenizer_dir)
+    queue = MotorModel.from_pretrained(tmp_path / "out").itc_queue
+    assert len(queue) == config.queue_size and torch.equal(queue.index, torch.full((config.queue_size,), -1))
+
+
+def test_tokenizer_defaults_to_the_one_beside_the_checkpoint(tmp_path: Path, tokenizer_dir: Path) -> None:
+    config = tiny_config(knowledge="none")
+    state = blip_state(MotorModel(config, train_tiny_tokenizer(tmp_path / "ckpt")))
+    torch.save(state, tmp_path / "ckpt" / "model.pth")
+    report = convert_checkpoint(tmp_path / "ckpt" / "model.pth", config, tmp_path / "out")
+    assert report.clean
+    torch.save(state, tmp_path / "bare.pth")
+    with pytest.raises(MissingResourceError, match="no tokenizer given and none beside"):
+        convert_checkpoint(tmp_path / "bare.pth", config, tmp_path / "out2")
+
+
+def test_strict_refuses_and_writes_nothing(tmp_path: Path, tokenizer_dir: Path) -> None:
+    config = tiny_config(knowledge="none")
+    state = blip_state(MotorModel(config, train_tiny_tokenizer(tmp_path / "tok")))
+    state["cls_head.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "m.pth")
+    with pytest.raises(InputError, match=r"m.pth.*strict(.|\n)*unexpected: cls_head.weight"):
+        convert_checkpoint(tmp_path / "m.pth", config, tmp_path / "out", tokenizer_dir, strict=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_checkpoints_are_refused_without_unpickling(tmp_path: Path) -> None:
+    with pytest.raises(MissingResourceError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "absent.pth")
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"model": {"w": torch.zeros(1), "x": Payload()}}, pickled)
+    with pytest.raises(InputError, match="weights_only=True"):
+        read_checkpoint(pickled)
+    assert not marker.exists()
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="bad.safetensors"):
+        read_checkpoint(tmp_path / "bad.safetensors")
+    torch.save({"epoch": 3}, tmp_path / "empty.pth")
+    with pytest.raises(InputError, match="mapping of parameter names to tensors"):
+        read_checkpoint(tmp_path / "empty.pth")
+
+
+def test_cli_imports_a_checkpoint(tmp_path: Path, tokenizer_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    model = MotorModel(tiny_config(knowledge="none"), train_tiny_tokenizer(tmp_path / "tok"))
+    reference = blip_state(model)
+    src = tmp_path / "m.pth"
+    torch.save({"state_dict": reference}, src)
+    (tmp_path / "model.yaml").write_text("knowledge: none\ndropout: 0.0\nqueue_size: 8\n")
+    args = ["import-checkpoint", str(src), "--preset", "tiny", "--config", str(tmp_path / "model.yaml"),
+            "--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "out"), "--strict"]
+    assert main(args) == 0
+    mapped = sum(1 for k in reference if k != "text_encoder.embeddings.position_ids")
+    assert capsys.readouterr().out.startswith(f"mapped {mapped}, missing 0, unexpected 0, mismatched 0")
+    assert MotorModel.from_pretrained(tmp_path / "out").config.queue_size == 8
+    torch.save({"state_dict": {**reference, "cls_head.weight": torch.zeros(1)}}, src)
+    assert main(args) == 1
+    assert "unexpected: cls_head.weight" in capsys.readouterr().err
+    assert ConversionReport(missing=["a"]).summary().splitlines()[1] == "  missing: a"
