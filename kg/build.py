@@ -167,19 +167,30 @@ def build_store(
 
 
 def describe_input(path: str | os.PathLike, source: str) -> dict[str, Any]:
-    """``{"path", "sha256", "bytes", "source"}`` of an input file (absolute path).
+    """``{"path", "sha256", "bytes", "source"}`` of an input file or directory (absolute path).
+
+    A directory (e.g. a MIMIC-CXR report tree) is hashed over its files' relative paths and
+    contents in sorted order, so the same tree always gives the same digest.
 
     Raises:
-        InputError: the file does not exist.
+        InputError: the path does not exist.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", file=path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        raise InputError("no such file or directory", file=path)
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path.resolve()), "sha256": digest.hexdigest(), "bytes": path.stat().st_size, "source": source}
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    size = sum(file.stat().st_size for file in files)
+    return {"path": str(path.resolve()), "sha256": digest.hexdigest(), "bytes": size, "source": source}
 
 
 def _arrow_batches(records: Iterable[ReportRecord], progress: bool, absent: str) -> Iterator[dict[str, pa.Table]]:

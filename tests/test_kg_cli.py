@@ -123,6 +123,36 @@ def test_build_reports_from_free_text(tmp_path: Path, capsys) -> None:
     con.close()
 
 
+def test_build_reports_from_a_report_tree_is_repeatable(tmp_path: Path, capsys) -> None:
+    tree = tmp_path / "files" / "p10" / "p10000001"
+    tree.mkdir(parents=True)
+    (tree / "s50000001.txt").write_text("FINDINGS: Small left pleural effusion.\nIMPRESSION: Effusion.\n")
+    (tree / "s50000002.txt").write_text("FINDINGS: No pneumothorax.\n")
+    stores = []
+    for name in ("a.duckdb", "b.duckdb"):
+        store = tmp_path / name
+        code, _, err = run(capsys, "build", "--source", "reports", "--input", str(tmp_path / "files"),
+                           "--input-format", "mimic-txt", "--out", str(store), "--no-progress")
+        assert code == 0, err
+        stores.append(store)
+    tables = []
+    for store in stores:
+        con = open_store(store)
+        tables.append((con.execute("SELECT report_id FROM reports ORDER BY 1").fetchall(),
+                       con.execute("SELECT * FROM triplets ORDER BY ALL").fetchall(),
+                       con.execute("SELECT value FROM metadata WHERE key = 'inputs'").fetchall()))
+        con.close()
+    assert tables[0] == tables[1]
+    assert tables[0][0] == [("s50000001",), ("s50000002",)]
+    (tree / "s50000002.txt").write_text("FINDINGS: Large right pneumothorax.\n")
+    run(capsys, "build", "--source", "reports", "--input", str(tmp_path / "files"), "--input-format", "mimic-txt",
+        "--out", str(stores[1]), "--no-progress")
+    con = open_store(stores[1])
+    changed = con.execute("SELECT value FROM metadata WHERE key = 'inputs'").fetchall()
+    con.close()
+    assert changed != tables[0][2], "a changed tree must change the recorded input hash"
+
+
 def test_build_umls_adds_tables(tmp_path: Path, capsys) -> None:
     store = tmp_path / "kg.duckdb"
     assert run(capsys, "build", "--source", "radgraph", "--out", str(store), "--no-progress")[0] == 0
