@@ -10,10 +10,16 @@ L2-normalised. Real report and image embeddings cluster by finding and view; uni
 be the worst case for IVF and HNSW and says little about them. Queries are fresh draws from the
 same mixture, never indexed vectors.
 
+FAISS and torch each bring an OpenMP runtime whose idle threads spin after every parallel region.
+When their threads outnumber the cores (a few cores, or both libraries busy in one process, as
+here where batches alternate between methods), the spinning threads starve the working ones and
+exact FAISS search slows by an order of magnitude. ``OMP_WAIT_POLICY=PASSIVE`` makes idle threads
+sleep; it must be set before the process starts.
+
 Usage::
 
-    python benchmarks/bench_lookup.py                       # N = 65,536 and 1,000,000
-    python benchmarks/bench_lookup.py --sizes 65536 --methods torch flat ivf
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_lookup.py     # N = 65,536 and 1,000,000
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_lookup.py --sizes 65536 --methods torch flat ivf
 """
 from __future__ import annotations
 
@@ -162,7 +168,8 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
         f"{torch.get_num_threads()}, FAISS {faiss.__version__} threads {faiss.omp_get_max_threads()}, "
-        f"FAISS GPUs {faiss.get_num_gpus()} (benchmark runs on CPU)"
+        f"FAISS GPUs {faiss.get_num_gpus()} (benchmark runs on CPU), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     _print_header()
     for count in args.sizes:
@@ -171,8 +178,9 @@ def main() -> None:
         if baseline:
             speedups = ", ".join(f"{r['method']} {r['qps'] / baseline['qps']:.1f}x" for r in rows if r is not baseline)
             print(f"# N={count:,}: speed-up over torch matmul+topk: {speedups}", flush=True)
-        print(f"# N={count:,}: 1-minute load average after timing {rows[0]['load']:.2f} on {os.cpu_count()} CPUs "
-              "(above the CPU count, other processes shared the machine)", flush=True)
+        load = rows[0]["load"]
+        shared = " (above the CPU count: other processes shared the machine)" if load > (os.cpu_count() or 1) else ""
+        print(f"# N={count:,}: 1-minute load average after timing {load:.2f} on {os.cpu_count()} CPUs{shared}", flush=True)
 
 
 if __name__ == "__main__":
