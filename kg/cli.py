@@ -2,12 +2,15 @@
 
 Each command module exposes ``register(subparsers)`` which adds its parser and sets
 ``func(args) -> int``. Modules import heavy libraries inside ``func`` so ``kg --help`` is fast.
+:func:`build_command_parser` and :func:`run_command` are shared with the ``motor`` command.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from collections.abc import Sequence
 
 from kg.errors import KGError
 
@@ -24,32 +27,43 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
-        prog="kg",
-        description="Build and query medical knowledge for MOTOR-style pretraining.",
-    )
+def build_command_parser(prog: str, description: str, modules: Sequence[str]) -> argparse.ArgumentParser:
+    """A top-level parser with the sub-command of every module in ``modules`` registered."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``kg``; returns the process exit code."""
-    parser = build_parser()
+def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv``, run the chosen sub-command and turn library errors into exit code 1."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (KGError, FileNotFoundError, ValueError) as err:
-        print(f"kg {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"kg {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `kg stats STORE | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kg`` parser with every sub-command registered."""
+    return build_command_parser(
+        "kg", "Build and query medical knowledge for MOTOR-style pretraining.", COMMAND_MODULES
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``kg``; returns the process exit code."""
+    return run_command("kg", build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,10 +6,9 @@ Each command module exposes ``register(subparsers)`` which adds its parser and s
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from kg.errors import KGError
+from kg.cli import build_command_parser, run_command
 
 COMMAND_MODULES = (
     "pipelines.commands.synth",
@@ -20,35 +19,20 @@ COMMAND_MODULES = (
     "pipelines.commands.evaluate",
     "pipelines.commands.report",
     "pipelines.commands.build_dataset",
+    "pipelines.commands.import_checkpoint",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
-        prog="motor",
-        description="Pretrain, ablate, finetune and evaluate MOTOR models.",
+    """The ``motor`` parser with every sub-command registered."""
+    return build_command_parser(
+        "motor", "Pretrain, ablate, finetune and evaluate MOTOR models.", COMMAND_MODULES
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        importlib.import_module(name).register(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``motor``; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (KGError, FileNotFoundError, ValueError) as err:
-        print(f"motor {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"motor {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("motor", build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

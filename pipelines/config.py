@@ -145,12 +145,17 @@ class EvalConfig:
         max_length: longest generated report, in tokens.
         num_beams: beam width of beam-search generation (greedy is always reported too).
         zero_shot: also evaluate the model before finetuning (retrieval).
+        itm_k: retrieval also re-ranks each query's top ``itm_k`` ITC candidates by ITM (0: ITC only).
+        meteor: METEOR of generated reports: ``java`` (METEOR 1.5, needs a Java runtime), ``nltk``
+            (NLTK's approximation, no Java) or ``off``.
     """
 
     batch_size: int = 32
     max_length: int = 60
     num_beams: int = 3
     zero_shot: bool = True
+    itm_k: int = 0
+    meteor: str = "java"
 
 
 @dataclass
@@ -167,6 +172,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.train, self.optim, self.data)
+        _check_eval(self.eval)
 
 
 @dataclass
@@ -190,6 +196,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         _check_choice(self.task, TASKS, "task")
         _check_common(self.train, self.optim, self.data)
+        _check_eval(self.eval)
 
 
 def _check_choice(value: Any, choices: tuple[str, ...], key: str) -> None:
@@ -224,6 +231,18 @@ def _check_common(train: TrainConfig, optim: OptimConfig, data: DataConfig) -> N
             raise InputError(f"must not be negative; got {value}", field=key)
     if optim.lr <= 0:
         raise InputError(f"must be positive; got {optim.lr}", field="optim.lr")
+
+
+def _check_eval(evaluation: EvalConfig) -> None:
+    _check_choice(evaluation.meteor, ("java", "nltk", "off"), "eval.meteor")
+    for key, value, least in (
+        ("eval.batch_size", evaluation.batch_size, 1),
+        ("eval.max_length", evaluation.max_length, 2),
+        ("eval.num_beams", evaluation.num_beams, 1),
+        ("eval.itm_k", evaluation.itm_k, 0),
+    ):
+        if value < least:
+            raise InputError(f"must be at least {least}; got {value}", field=key)
 
 
 def from_dict(cls: type[C], data: Any, *, file: str | Path | None = None, prefix: str = "") -> C:

@@ -4,24 +4,63 @@
 2. build the specific-knowledge store from its training reports (gold RadGraph annotations) and
    show what it holds;
 3. pretrain full MOTOR (GK + SK + MLC) briefly with the tiny config;
-4. zero-shot image-report retrieval on the test split, next to chance level.
+4. zero-shot image-report retrieval on the test split, next to chance level;
+5. brief finetuning and test evaluation of the four downstream tasks (retrieval, generation,
+   diagnosis, VQA), each next to its reference baseline, gathered in one table.
 
 Everything lands in one run directory (``runs/demo`` by default): ``data/``, ``knowledge/``, the
-pretraining run bundle (``config.yaml``, ``metrics.json``, ``checkpoints/``, ``model/`` ...).
+pretraining run bundle (``config.yaml``, ``metrics.json``, ``checkpoints/``, ``model/`` ...),
+``finetune/<task>/`` (one finetuning run bundle per task) and ``summary.md`` / ``summary.json``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pipelines.config import PretrainConfig, builtin_config, load_config, resolve_model_config
+from kg.errors import InputError
+from pipelines.config import FinetuneConfig, PretrainConfig, builtin_config, load_config, resolve_model_config
 from pipelines.distributed import DistributedContext
 from pipelines.knowledge import STORE_NAME, build_training_store
 from pipelines.prepare import RADGRAPH_NAME, companion_file, prepare_data
 from pipelines.pretrain import pretrain
-from pipelines.run_bundle import RunResult
+from pipelines.run_bundle import RunResult, atomic_write_text, write_json
 
-STAGES = 4
+STAGES = 5
+TASKS = ("retrieval", "generation", "diagnosis", "vqa")
+FINETUNE_DIR = "finetune"
+
+
+@dataclass
+class DemoResult:
+    """The demo's runs and their one-table summary.
+
+    Attributes:
+        pretrain: the pretraining run (``metrics["zero_shot_retrieval"]``).
+        finetune: task → its finetuning run (``metrics["test"]``).
+        summary: rows ``{"task", "metric", "motor", "baseline", "baseline_name"}``.
+    """
+
+    pretrain: RunResult
+    finetune: dict[str, RunResult] = field(default_factory=dict)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The summary as a markdown table."""
+        lines = ["| task | metric (test split) | MOTOR | baseline |", "|:--|:--|--:|:--|"]
+        for row in self.summary:
+            motor = "–" if row["motor"] is None else f"{row['motor']:.3f}"
+            baseline = "–" if row["baseline"] is None else f"{row['baseline']:.3f} ({row['baseline_name']})"
+            lines.append(f"| {row['task']} | {row['metric']} | {motor} | {baseline} |")
+        return "\n".join(lines) + "\n"
+
+    def save_to_directory(self, directory: str | Path) -> Path:
+        """Write ``summary.md`` and ``summary.json`` into ``directory``."""
+        directory = Path(directory)
+        atomic_write_text(directory / "summary.md", "# MOTOR demo\n\n" + self.table())
+        write_json(directory / "summary.json", self.summary)
+        return directory
 
 
 def demo_config(n: int, image_size: int, steps: int | None, overrides: list[str]) -> PretrainConfig:
@@ -39,22 +78,30 @@ def demo(
     image_size: int = 64,
     steps: int | None = None,
     overrides: list[str] | None = None,
+    tasks: Sequence[str] = TASKS,
+    finetune_epochs: int | None = None,
+    finetune_overrides: list[str] | None = None,
     show_progress: bool = True,
     echo: Callable[[str], None] = print,
-) -> RunResult:
-    """Run the four demo stages into ``out_dir`` and print what each produced.
+) -> DemoResult:
+    """Run the demo stages into ``out_dir`` and print what each produced.
 
     Args:
         out_dir: the run directory.
         n: synthetic studies (80/10/10 train/val/test).
         image_size: image side in pixels.
         steps: pretraining optimizer steps (default: the tiny config's epochs).
-        overrides: further ``key=value`` config overrides.
+        overrides: further ``key=value`` pretraining config overrides.
+        tasks: downstream tasks to finetune and evaluate (empty: stop after zero-shot retrieval).
+        finetune_epochs: epochs of each finetuning (default: each ``finetune_<task>.yaml``'s).
+        finetune_overrides: further ``key=value`` overrides of every finetuning config.
 
     Returns:
-        The pretraining :class:`RunResult`; ``metrics["zero_shot_retrieval"]`` holds the retrieval
-        results with their chance levels.
+        The :class:`DemoResult` (also saved as ``summary.md`` / ``summary.json`` in ``out_dir``).
     """
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise InputError(f"unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}", field="--tasks")
     out_dir = Path(out_dir)
     config = demo_config(n, image_size, steps, overrides or [])
     model_config = resolve_model_config(config.model)
@@ -89,8 +136,58 @@ def demo(
     _header(echo, 4, "Zero-shot image-report retrieval on the test split")
     retrieval = result.metrics["zero_shot_retrieval"]
     echo(retrieval_report(retrieval))
-    echo(f"\nrun directory: {out_dir}  (finetune with: motor finetune --task diagnosis --from {out_dir})")
-    return result
+
+    outcome = DemoResult(pretrain=result)
+    outcome.summary.append(_summary_row(
+        "retrieval (zero-shot)", "report R@10", retrieval["itc"]["i2t_R@10"],
+        retrieval["itc"]["chance"]["i2t_R@10"], "chance"))
+    if tasks:
+        from pipelines.finetune import finetune
+
+        _header(echo, 5, f"Downstream tasks: {', '.join(tasks)} (brief finetuning, test split)")
+        for task in tasks:
+            settings = [f"task={task}", f"init_from={out_dir}", f"data.manifest={manifest}"]
+            if finetune_epochs is not None:
+                settings.append(f"train.epochs={finetune_epochs}")
+            task_config = load_config(FinetuneConfig, builtin_config(f"finetune_{task}"),
+                                      settings + list(finetune_overrides or []))
+            echo(f"--- {task}")
+            run = finetune(task_config, out_dir / FINETUNE_DIR / task, show_progress=show_progress, echo=None)
+            outcome.finetune[task] = run
+            outcome.summary.extend(_task_rows(task, run.metrics))
+            echo(f"{run.metrics['training']['steps']} steps in {run.metrics['training']['seconds']:.0f} s; "
+                 f"{out_dir / FINETUNE_DIR / task / 'metrics.md'}")
+    outcome.save_to_directory(out_dir)
+    echo("\n" + outcome.table())
+    echo(f"outputs: {out_dir}  (summary.md; pretraining bundle and model/; "
+         f"{FINETUNE_DIR}/<task>/metrics.md for each task)")
+    return outcome
+
+
+def _summary_row(task: str, metric: str, motor: float | None, baseline: float | None, name: str) -> dict[str, Any]:
+    return {"task": task, "metric": metric, "motor": motor, "baseline": baseline, "baseline_name": name}
+
+
+def _task_rows(task: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures of one finetuned task next to its baseline."""
+    test = metrics["test"]
+    if task == "retrieval":
+        itc = test["itc"]
+        return [_summary_row("retrieval (finetuned)", "report R@10", itc["i2t_R@10"], itc["chance"]["i2t_R@10"], "chance"),
+                _summary_row("retrieval (finetuned)", "image R@10", itc["t2i_R@10"], itc["chance"]["t2i_R@10"], "chance")]
+    if task == "generation":
+        baseline = test["most_frequent_report"]
+        rows = [_summary_row("generation", "CIDEr (greedy)", test["greedy"]["CIDEr"], baseline["CIDEr"], "most frequent report"),
+                _summary_row("generation", "BLEU-4 (greedy)", test["greedy"]["BLEU-4"], baseline["BLEU-4"], "most frequent report")]
+        if "beam" in test:
+            rows.append(_summary_row("generation", f"CIDEr (beam {test['num_beams']})", test["beam"]["CIDEr"],
+                                     baseline["CIDEr"], "most frequent report"))
+        return rows
+    if task == "diagnosis":
+        return [_summary_row("diagnosis", "mean AUROC", test["mean_auroc"], 0.5, "chance"),
+                _summary_row("diagnosis", "macro F1", test["macro_f1"], None, "")]
+    return [_summary_row("vqa", f"{kind} accuracy", test["model"][kind], test["majority_answer"][kind], "majority answer")
+            for kind in ("closed", "open", "overall")]
 
 
 def retrieval_report(retrieval: dict) -> str:

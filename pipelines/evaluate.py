@@ -1,15 +1,18 @@
-"""Evaluation of MOTOR models: image-report retrieval (zero-shot or finetuned).
+"""Evaluation of MOTOR models on the four downstream tasks, with their reference baselines.
 
-Retrieval ranks by the cosine similarity of the L2-normalised image and report features (ITC
-space, ``encode_image`` / ``encode_text``); optionally the top ``itm_k`` candidates of every query
-are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval.
-
-The other tasks' evaluations live beside their finetuning in :mod:`pipelines.finetune`; this module
-also holds :func:`evaluate_model`, the ``motor evaluate`` entry point.
+* Retrieval ranks by the cosine similarity of the L2-normalised image and report features (ITC
+  space, ``encode_image`` / ``encode_text``); optionally the top ``itm_k`` candidates of every query
+  are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval.
+* Generation writes reports greedily and with beam search and scores them with BLEU-1..4, METEOR,
+  ROUGE-L and CIDEr, next to the "most frequent training report" baseline.
+* Diagnosis scores the 14 CheXpert classes (AUROC per class and mean, macro/micro F1); uncertain
+  labels (-1) are left out of the scoring, as unmentioned ones are.
+* VQA reports open, closed and overall accuracy next to the majority-answer baseline.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,4 +129,155 @@ def retrieval_evaluation(
     if itm_k:
         scores = itm_rerank(model, dataset, collate_fn, similarity, k=itm_k, batch_size=batch_size, device=device)
         result["itm"] = retrieval_metrics(scores, positives)
+    return result
+
+
+@torch.no_grad()
+def generated_reports(
+    model: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device,
+    max_length: int, num_beams: int = 1,
+) -> list[str]:
+    """One generated report per study of ``dataset``, in order (greedy when ``num_beams`` is 1)."""
+    model.eval()
+    reports: list[str] = []
+    for batch in _loader(dataset, collate_fn, batch_size):
+        reports.extend(model.generate(batch["image"].to(device), max_length=max_length, num_beams=num_beams))
+    return reports
+
+
+def most_frequent_report(reports: Sequence[str]) -> str:
+    """The report written most often (ties: the first seen), compared after lower-casing and
+    collapsing white space."""
+    keys = [" ".join(report.lower().split()) for report in reports]
+    winner, _ = Counter(keys).most_common(1)[0]
+    return reports[keys.index(winner)]
+
+
+def generation_evaluation(
+    model: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device,
+    max_length: int, num_beams: int, baseline_report: str | None = None, examples: int = 3, meteor: str = "java",
+) -> dict[str, Any]:
+    """Caption metrics of greedy and beam-search reports against the studies' own reports.
+
+    Args:
+        dataset: :class:`pipelines.samples.MotorSamples` (its reports are the references).
+        num_beams: beam width; 1 reports greedy decoding only.
+        baseline_report: also score this one report predicted for every study (the most frequent
+            training report), under ``"most_frequent_report"``.
+        examples: how many (reference, generated) pairs to keep for reading.
+        meteor: ``java``, ``nltk`` or ``off`` (see :func:`pipelines.metrics.caption_metrics`).
+
+    Returns:
+        ``{"greedy": metrics, "beam": metrics (num_beams > 1), "most_frequent_report": metrics,
+        "num_beams", "n", "examples"}`` with ``metrics`` as
+        :func:`pipelines.metrics.caption_metrics` returns them.
+    """
+    from pipelines.metrics import caption_metrics
+
+    references = dataset.reports()
+    kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
+    greedy = generated_reports(model, dataset, collate_fn, num_beams=1, **kwargs)
+    result: dict[str, Any] = {
+        "n": len(references), "num_beams": num_beams, "greedy": caption_metrics(greedy, references, meteor=meteor)
+    }
+    beam = None
+    if num_beams > 1:
+        beam = generated_reports(model, dataset, collate_fn, num_beams=num_beams, **kwargs)
+        result["beam"] = caption_metrics(beam, references, meteor=meteor)
+    if baseline_report is not None:
+        result["most_frequent_report"] = caption_metrics([baseline_report] * len(references), references, meteor=meteor)
+        result["baseline_report"] = baseline_report
+    result["examples"] = [
+        {"reference": references[i], "greedy": greedy[i], **({"beam": beam[i]} if beam else {})}
+        for i in range(min(examples, len(references)))
+    ]
+    return result
+
+
+@torch.no_grad()
+def diagnosis_scores(
+    head: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predicted probabilities of every study.
+
+    Returns:
+        ``(y_true, y_prob)``, ``(N, n_labels)`` float arrays; ``y_true`` is 1 / 0 and NaN where a
+        label is unmentioned or uncertain (-1).
+    """
+    head.eval()
+    truths, probs = [], []
+    for batch in _loader(dataset, collate_fn, batch_size):
+        probs.append(head.logits(batch["image"].to(device)).float().sigmoid().cpu())
+        labels = batch["labels"].clone()
+        labels[labels == -1] = float("nan")
+        truths.append(labels)
+    return torch.cat(truths).numpy(), torch.cat(probs).numpy()
+
+
+def diagnosis_evaluation(
+    head: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device,
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """AUROC per class and mean, macro and micro F1 (threshold 0.5), as
+    :func:`pipelines.metrics.classification_metrics` returns them."""
+    from pipelines.metrics import classification_metrics
+
+    y_true, y_prob = diagnosis_scores(head, dataset, collate_fn, batch_size=batch_size, device=device)
+    return classification_metrics(y_true, y_prob, list(names))
+
+
+@torch.no_grad()
+def vqa_predictions(
+    head: Any, dataset: Dataset, collate_fn: Any, *, batch_size: int, device: torch.device
+) -> list[str]:
+    """The predicted answer string of every question of ``dataset``.
+
+    Args:
+        collate_fn: :class:`pipelines.tasks.VQACollator` (its vocabulary names the classes).
+    """
+    head.eval()
+    answers = collate_fn.vocabulary.answers
+    predictions: list[str] = []
+    for batch in _loader(dataset, collate_fn, batch_size):
+        batch = to_device(batch, device)
+        logits = head.logits(batch["image"], batch["input_ids"], batch["attention_mask"])
+        predictions.extend(answers[i] for i in logits.argmax(dim=-1).tolist())
+    return predictions
+
+
+def vqa_records(dataset: Dataset) -> tuple[list[str], list[str]]:
+    """``(answers, answer_types)`` of a ``VQADataset``, read without loading images."""
+    records = [record for record, _ in dataset.items]
+    return [r.answer for r in records], [r.answer_type for r in records]
+
+
+def majority_answers(answers: Sequence[str], answer_types: Sequence[str]) -> dict[str, str]:
+    """The most frequent (normalised) answer of each answer type, e.g. from the training split."""
+    from pipelines.tasks import normalize
+
+    counts: dict[str, Counter] = {}
+    for answer, kind in zip(answers, answer_types):
+        counts.setdefault(kind, Counter())[normalize(answer)] += 1
+    return {kind: max(sorted(counter), key=counter.__getitem__) for kind, counter in counts.items()}
+
+
+def vqa_evaluation(
+    head: Any, dataset: Dataset, collate_fn: Any, *, batch_size: int, device: torch.device,
+    majority: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Open, closed and overall accuracy of the head and, with ``majority``, of the baseline that
+    answers every question with its type's most frequent training answer.
+
+    Returns:
+        ``{"model": accuracies, "majority_answer": accuracies, "n"}`` with accuracies as
+        :func:`pipelines.metrics.vqa_accuracy` returns them.
+    """
+    from pipelines.metrics import vqa_accuracy
+
+    answers, kinds = vqa_records(dataset)
+    predictions = vqa_predictions(head, dataset, collate_fn, batch_size=batch_size, device=device)
+    result: dict[str, Any] = {"n": len(answers), "model": vqa_accuracy(predictions, answers, kinds)}
+    if majority is not None:
+        baseline = [majority.get(kind, "") for kind in kinds]
+        result["majority_answer"] = vqa_accuracy(baseline, answers, kinds)
     return result

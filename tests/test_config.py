@@ -78,6 +78,9 @@ def test_dump_then_load_is_identity(tmp_path):
         ({"train": {"precision": "fp8"}}, [], "train.precision"),
         ({"optim": {"betas": [0.9]}}, [], "optim.betas"),
         ({"train": 3}, [], "train"),
+        ({"eval": {"meteor": "bleu"}}, [], "eval.meteor"),
+        ({"eval": {"num_beams": 0}}, [], "eval.num_beams"),
+        ({}, ["eval.itm_k=-1"], "eval.itm_k"),
     ],
 )
 def test_bad_keys_and_values_name_the_file_and_key(tmp_path, data, overrides, field):

@@ -1,6 +1,7 @@
 """Pretraining: distributed helpers, precision, a 2-process DDP run, and few-step ``motor pretrain`` runs."""
 from __future__ import annotations
 
+import math
 import socket
 
 import pytest
@@ -69,3 +70,87 @@ def test_two_process_gloo_run_keeps_replicas_in_sync(tmp_path):
     state = torch.load(checkpoint / "training_state.pt", weights_only=True)
     assert len(state["rng"]) == 2
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 3
+
+
+TINY = ["--set", "data.synthetic_n=24", "--set", "model.image_size=32", "--set", "train.batch_size=4",
+        "--set", "eval.batch_size=8", "--set", "train.log_every=1"]
+
+
+@pytest.mark.timeout(120)
+def test_pretrain_cli_writes_the_bundle_and_resumes_a_killed_run_exactly(tmp_path):
+    import hashlib
+    import json
+    import shutil
+
+    import yaml
+    from safetensors.torch import load_file
+
+    from pipelines.cli import main
+
+    full = tmp_path / "full"
+    assert main(["pretrain", "--out", str(full), "--no-progress", "--knowledge", "full", *TINY,
+                 "--set", "train.max_steps=3", "--set", "train.checkpoint_every=2"]) == 0
+    for name in ("config.yaml", "env.json", "git.json", "run.json", "metrics.json", "metrics.md", "metrics.jsonl",
+                 "model/model.safetensors", "tokenizer/tokenizer.json", "knowledge/sk.duckdb"):
+        assert (full / name).is_file(), name
+    config = yaml.safe_load((full / "config.yaml").read_text())
+    assert config["model"]["knowledge"] == "full" and config["train"]["max_steps"] == 3
+    env = json.loads((full / "env.json").read_text())
+    assert "torch" in env["packages"] and env["device"] == "cpu"
+    run_info = json.loads((full / "run.json").read_text())
+    manifest = run_info["data"]["manifest"]
+    assert manifest["sha256"] == hashlib.sha256(open(manifest["path"], "rb").read()).hexdigest()
+    assert run_info["seeds"]["train"] == 0
+    log = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in log if "loss" in row]
+    assert [row["step"] for row in steps] == [1, 2, 3]
+    for row in steps:
+        assert {"lr", "itc", "itm", "lm", "mlc", "samples_per_s"} <= set(row)
+        assert all(math.isfinite(row[key]) for key in ("loss", "itc", "itm", "lm", "mlc"))
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 3
+    assert 0.0 <= metrics["zero_shot_retrieval"]["itc"]["i2t_R@10"] <= 1.0
+
+    # A run killed after its step-2 checkpoint: only config.yaml, data and that checkpoint remain.
+    killed = tmp_path / "killed"
+    shutil.copytree(full, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_00000003")
+    for name in ("metrics.json", "metrics.md", "run.json", "env.json", "git.json"):
+        (killed / name).unlink()
+    shutil.rmtree(killed / "model")
+    assert main(["pretrain", "--resume", str(killed), "--no-progress"]) == 0
+    expected = load_file(full / "checkpoints" / "step_00000003" / "model.safetensors")
+    resumed = load_file(killed / "checkpoints" / "step_00000003" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
+    assert json.loads((killed / "metrics.json").read_text())["zero_shot_retrieval"] == metrics["zero_shot_retrieval"]
+
+
+def test_pretrain_rejects_an_unknown_config_key(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["pretrain", "--out", str(tmp_path), "--set", "train.batchsize=4"]) == 1
+    assert "train.batchsize" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)
+def test_demo_runs_every_stage_and_writes_the_summary(tmp_path, capsys):
+    import json
+
+    from pipelines.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n", "24", "--image-size", "32", "--steps", "2",
+                 "--tasks", "diagnosis,vqa", "--finetune-epochs", "1", "--set", "train.batch_size=4",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for stage in range(1, 6):
+        assert f"=== [{stage}/5]" in printed
+    assert "knowledge store (radgraph)" in printed and "chance" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["task"] for row in summary] == ["retrieval (zero-shot)", "diagnosis", "diagnosis", "vqa", "vqa", "vqa"]
+    assert (out / "summary.md").read_text().startswith("# MOTOR demo")
+    for task in ("diagnosis", "vqa"):
+        assert (out / "finetune" / task / "metrics.json").is_file()
+    assert str(out) in printed

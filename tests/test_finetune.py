@@ -1,0 +1,143 @@
+"""``motor finetune`` and ``motor evaluate`` on every task: few-step runs of the real tiny model on a
+tiny synthetic set, the files they write, and the baselines they are compared with."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from model.heads import IGNORE_ANSWER
+from pipelines.cli import main
+from pipelines.evaluate import majority_answers, most_frequent_report
+from pipelines.tasks import AnswerVocabulary, VQACollator
+
+TASKS = ("retrieval", "generation", "diagnosis", "vqa")
+TINY = ["--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "eval.batch_size=8",
+        "--set", "eval.max_length=8", "--set", "eval.num_beams=2", "--set", "eval.itm_k=2", "--set", "eval.meteor=nltk"]
+BUNDLE = ("config.yaml", "env.json", "git.json", "run.json", "metrics.json", "metrics.md", "metrics.jsonl")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pretrain") / "run"
+    code = main(["pretrain", "--out", str(run_dir), "--no-progress", "--set", "data.synthetic_n=24",
+                 "--set", "model.image_size=32", "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+                 "--set", "eval.batch_size=8"])
+    assert code == 0
+    return run_dir
+
+
+def finite_numbers(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from finite_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from finite_numbers(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def headline(task, test):
+    """The figures a user reads first, which must all be real numbers."""
+    if task == "retrieval":
+        return [test["itc"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)] + [test["itm"]["i2t_R@1"]]
+    if task == "generation":
+        return [test[row][name] for row in ("greedy", "beam", "most_frequent_report")
+                for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")]
+    if task == "diagnosis":
+        return [test["macro_f1"], test["micro_f1"]]
+    return [test[row]["overall"] for row in ("model", "majority_answer")]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("task", TASKS)
+def test_finetune_then_evaluate_reproduces_the_test_metrics(task, pretrained, tmp_path):
+    run_dir = tmp_path / task
+    assert main(["finetune", "--task", task, "--from", str(pretrained), "--out", str(run_dir), "--no-progress",
+                 *TINY]) == 0
+    for name in BUNDLE:
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert (run_dir / "head.safetensors").is_file() == (task in ("diagnosis", "vqa"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 2
+    assert all(math.isfinite(v) for v in headline(task, metrics["test"]))
+    assert all(math.isfinite(v) for v in finite_numbers(metrics["test"]))
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["data"]["manifest"]["path"] == str(pretrained / "data" / "manifest.jsonl")
+    assert run_info["checkpoints"]["chosen"].startswith("checkpoints/step_")
+    if task == "retrieval":
+        assert set(metrics) >= {"zero_shot", "test"}
+
+    # `motor evaluate` rebuilds the model (and head) from the saved files: same test metrics.
+    out = tmp_path / "eval"
+    extra = TINY[4:]
+    assert main(["evaluate", "--task", task, "--model", str(run_dir), "--out", str(out), *extra]) == 0
+    evaluated = json.loads((out / "metrics.json").read_text())["test"]
+    assert headline(task, evaluated) == pytest.approx(headline(task, metrics["test"]), abs=1e-6)
+    assert (out / "metrics.md").read_text().startswith(f"# {task}")
+
+
+def test_evaluate_refuses_a_model_without_the_task_head(pretrained, tmp_path, capsys):
+    code = main(["evaluate", "--task", "diagnosis", "--model", str(pretrained), "--out", str(tmp_path / "e")])
+    assert code == 1
+    assert "head.safetensors" in capsys.readouterr().err
+
+
+def test_finetune_names_a_missing_model_directory(tmp_path, capsys):
+    code = main(["finetune", "--task", "diagnosis", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nothing") in err and "no MOTOR model" in err
+
+
+def test_most_frequent_report_ignores_case_and_spacing():
+    reports = ["No acute disease.", "Small effusion.", "no  acute disease.", "Small effusion.", "NO ACUTE DISEASE."]
+    assert most_frequent_report(reports) == "No acute disease."
+
+
+def test_majority_answer_per_type_with_alphabetical_ties():
+    answers = ["Yes", "no", "yes", "left", "right", "right", "no"]
+    kinds = ["closed", "closed", "closed", "open", "open", "open", "closed"]
+    # closed: yes 2, no 2 -> tie broken alphabetically; open: right 2 > left 1.
+    assert majority_answers(answers, kinds) == {"closed": "no", "open": "right"}
+
+
+def test_answer_vocabulary_orders_by_frequency_and_round_trips(tmp_path):
+    vocabulary = AnswerVocabulary.from_answers(["yes", "No", "no", "left", "no", "yes"])
+    assert vocabulary.answers == ["no", "yes", "left"]
+    assert vocabulary.index("NO") == 0 and vocabulary.index("pleural") == IGNORE_ANSWER
+    vocabulary.save(tmp_path / "answers.json")
+    assert AnswerVocabulary.load(tmp_path / "answers.json").answers == vocabulary.answers
+    with pytest.raises(Exception, match="at least 2 distinct"):
+        AnswerVocabulary.from_answers(["yes", "Yes"])
+
+
+def test_vqa_collator_tokenises_questions_and_indexes_answers():
+    from model.processing import MotorCollator
+    from model.tokenizer import train_tokenizer
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = train_tokenizer(["is there an effusion", "where is the opacity", "yes no left right"] * 5, tmp,
+                                    vocab_size=120)
+    collate = VQACollator(MotorCollator(tokenizer, max_len=16), AnswerVocabulary(["yes", "no", "left"]))
+    items = [{"image": torch.rand(1, 8, 8), "question": "is there an effusion", "answer": "Yes", "index": 0},
+             {"image": torch.rand(1, 8, 8), "question": "where is the opacity", "answer": "apex", "index": 1}]
+    batch = collate(items)
+    assert batch["answer"].tolist() == [0, IGNORE_ANSWER]
+    assert batch["input_ids"].shape[0] == 2 and batch["input_ids"][0, 0] == tokenizer.cls_token_id
+    assert batch["image"].shape == (2, 1, 8, 8)
+
+
+def test_a_missing_vqa_manifest_is_named(pretrained, tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "vqa.jsonl"
+    code = main(["finetune", "--task", "vqa", "--from", str(pretrained), "--out", str(tmp_path / "o"),
+                 "--set", f"data.vqa_manifest={missing}"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and "data.vqa_manifest" in err
