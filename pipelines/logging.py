@@ -23,14 +23,19 @@ METRICS_LOG = "metrics.jsonl"
 T = TypeVar("T")
 
 
+def _refresh_seconds() -> float:
+    """How often a bar redraws: live on a terminal; every 30 s into a log file (batch jobs, CI)."""
+    return 0.1 if sys.stderr.isatty() else 30.0
+
+
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:
-    """``iterable`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal."""
-    return iter(tqdm(iterable, total=total, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False))
+    """``iterable`` wrapped in a tqdm bar on stderr when ``enabled``."""
+    return iter(tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, mininterval=_refresh_seconds()))
 
 
 def progress_bar(total: int, *, initial: int = 0, desc: str = "", enabled: bool = True) -> tqdm:
-    """A tqdm bar to advance by hand; silent unless ``enabled`` and stderr is a terminal."""
-    return tqdm(total=total, initial=initial, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False)
+    """A tqdm bar on stderr to advance by hand; silent unless ``enabled``."""
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, mininterval=_refresh_seconds())
 
 
 def _finite(value: Any) -> Any:
