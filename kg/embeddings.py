@@ -29,9 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -40,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from kg.atomic import has_format_marker, replace_directory, write_atomic, write_json_atomic
 from kg.errors import InputError
 
 SOURCES = ("radgraph", "umls")
@@ -148,7 +146,8 @@ class EmbeddingResult:
         """Write the output bundle (see the module docstring) to ``directory``, replacing an old one."""
         from safetensors.numpy import save_file
 
-        with _atomic_directory(Path(directory)) as tmp:
+        # A mistyped --out that names unrelated files is refused rather than deleted.
+        with replace_directory(directory, is_replaceable=_replaceable, what="an entity embedding directory") as tmp:
             save_file(
                 {
                     "transe": np.ascontiguousarray(self.transe, dtype=np.float32),
@@ -232,7 +231,7 @@ class EntityEmbeddings:
         written = []
         for name, array in sorted(self.tensors.items()):
             written.append(out / f"{name}.npy")
-            _replace_with(written[-1], lambda tmp, array=array: np.save(tmp, array, allow_pickle=False), ".npy")
+            write_atomic(written[-1], lambda tmp, array=array: np.save(tmp, array, allow_pickle=False), suffix=".npy")
         for file_name, labels in ((ENTITIES_FILE, self.entities), (RELATIONS_FILE, self.relations)):
             written.append(out / file_name)
             _write_json(written[-1], labels)
@@ -521,54 +520,9 @@ def _frozen_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-@contextmanager
-def _atomic_directory(path: Path) -> Iterator[Path]:
-    """A temporary directory beside ``path`` renamed onto it on success (``path`` untouched on error).
-
-    An existing ``path`` is replaced only when it is empty or an embedding directory, so a mistyped
-    ``--out`` cannot delete unrelated files.
-    """
-    if path.exists() and not _replaceable(path):
-        raise InputError("refusing to replace: exists and is not an entity embedding directory", file=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _replaceable(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    try:
-        return json.loads((path / METRICS_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return has_format_marker(path, METRICS_FILE, FORMAT)
 
 
 def _write_json(path: Path, value: Any) -> None:
-    _replace_with(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n",
-                                                   encoding="utf-8"), ".json")
-
-
-def _replace_with(path: Path, write: Any, suffix: str) -> None:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(path, value, indent=1, ensure_ascii=False)

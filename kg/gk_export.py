@@ -19,13 +19,11 @@ that fails leaves earlier files intact.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kg.atomic import write_atomic, write_json_atomic
 from kg.gk import NODE_TYPE_NAMES, GeneralKnowledgeGraph
 
 if TYPE_CHECKING:
@@ -63,19 +61,18 @@ def export_gk(gk: GeneralKnowledgeGraph, fmt: str, out: str | os.PathLike) -> li
             "node_words": gk.node_words(),
             "node_types": [NODE_TYPE_NAMES[n.type] for n in gk.nodes],
         }
-        _write_atomic(out, lambda temp: torch.save(tensors, temp))
+        write_atomic(out, lambda temp: torch.save(tensors, temp))
         sidecar = sidecar_path(out)
-        _write_atomic(sidecar, lambda temp: temp.write_text(json.dumps(nodes, indent=2) + "\n", encoding="utf-8"))
+        write_json_atomic(sidecar, nodes, indent=2)
         return [out, sidecar]
     if fmt == "graphml":
         import networkx as nx
 
         graph = gk.to_networkx()
-        _write_atomic(out, lambda temp: nx.write_graphml(graph, temp))
+        write_atomic(out, lambda temp: nx.write_graphml(graph, temp))
         return [out]
     if fmt == "json":
-        document = json.dumps(gk.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        _write_atomic(out, lambda temp: temp.write_text(document, encoding="utf-8"))
+        write_json_atomic(out, gk.to_dict(), indent=2, ensure_ascii=False)
         return [out]
     raise ValueError(f"unknown GK export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
 
@@ -99,17 +96,3 @@ def load_gk_tensors(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
 
     return torch.load(Path(path), map_location="cpu", weights_only=True)
 
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    # Reserve a unique name, then let the writer create the file afresh so it gets the user's umask
-    # rather than mkstemp's owner-only mode.
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temp = Path(name)
-    temp.unlink()
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()

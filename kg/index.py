@@ -27,11 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,6 +38,7 @@ import faiss
 import numpy as np
 import yaml
 
+from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError
 
 FORMAT = "motor-kg report index"
@@ -434,42 +432,18 @@ def check_vectors(vectors: np.ndarray, ids: Sequence[str], *, source: str | os.P
         seen.add(report_id)
 
 
-@contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike) -> AbstractContextManager[Path]:
     """Yield a fresh temporary directory beside ``path`` that replaces ``path`` on normal exit.
 
     On an exception the temporary directory is removed and ``path`` is untouched. An existing
     ``path`` is replaced only when it is an index directory (has a ``meta.json`` of this format) or
     empty, so a mistyped ``--out`` cannot delete unrelated files.
     """
-    path = Path(path)
-    if path.exists() and not _replaceable(path):
-        raise InputError("refusing to replace: exists and is not a motor-kg index directory", file=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return replace_directory(path, is_replaceable=_replaceable, what="a motor-kg index directory")
 
 
 def _replaceable(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    try:
-        return json.loads((path / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return has_format_marker(path, META_FILE, FORMAT)
 
 
 def _to_device(index: faiss.Index, use_gpu: bool | None) -> faiss.Index:

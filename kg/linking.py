@@ -21,14 +21,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kg.atomic import replace_directory
 from kg.errors import InputError, MissingResourceError
 
 LINKERS = ("scispacy", "exact")
@@ -308,11 +307,7 @@ def _write_cache(cache: Path, digest: str, vectorizer: Any, aliases: list[str], 
     import numpy as np
     import scipy.sparse
 
-    if cache.exists() and not (cache / "manifest.json").is_file() and any(cache.iterdir()):
-        raise InputError("refusing to replace: exists and is not a linker cache directory", file=cache)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent))
-    try:
+    with replace_directory(cache, is_replaceable=_is_cache_or_empty, what="a linker cache directory") as tmp:
         vocabulary = {term: int(column) for term, column in sorted(vectorizer.vocabulary_.items())}
         (tmp / "tfidf_vocabulary.json").write_text(json.dumps(vocabulary), encoding="utf-8")
         np.save(tmp / "tfidf_idf.npy", np.asarray(vectorizer.idf_, dtype=np.float64), allow_pickle=False)
@@ -322,9 +317,8 @@ def _write_cache(cache: Path, digest: str, vectorizer: Any, aliases: list[str], 
         manifest = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "concepts_sha256": digest,
                     "aliases": len(aliases), "hnsw": HNSW_PARAMS}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if cache.exists():
-            shutil.rmtree(cache)
-        os.rename(tmp, cache)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_cache_or_empty(path: Path) -> bool:
+    """Whether ``path`` is a directory holding a linker cache manifest (of any version) or nothing."""
+    return path.is_dir() and ((path / "manifest.json").is_file() or not any(path.iterdir()))

@@ -41,13 +41,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kg.atomic import write_json_atomic
 from kg.errors import InputError
 from kg.lexicon import load_chexpert_classes
 from kg.store import created_by, open_store, read_metadata
@@ -220,19 +220,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_json(path: Path, data: Any, indent: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False, indent=indent)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _store_id(study: MotorStudy, known: set[str]) -> str:
     report_id = study.knowledge_id or study.id
     if report_id not in known and report_id.isdigit() and f"s{report_id}" in known:
@@ -327,8 +314,8 @@ def export_motor_annotation(
         "counts": {"studies": summary.studies, "without_knowledge": without,
                    "labels_from_input": summary.labels_from_input, "labels_from_text": summary.labels_from_text},
     }
-    _atomic_write_json(out, [grouped])
-    _atomic_write_json(summary.meta, meta, indent=1)
+    write_json_atomic(out, [grouped], ensure_ascii=False)
+    write_json_atomic(summary.meta, meta, indent=1, ensure_ascii=False)
     return summary
 
 

@@ -45,10 +45,8 @@ Nothing is unpickled: ``.safetensors`` files are read with safetensors, anything
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ from typing import Any
 
 import torch
 
+from kg.atomic import write_json_atomic
 from kg.errors import InputError, MissingResourceError
 from model.config import MotorConfig
 
@@ -329,16 +328,5 @@ def convert_checkpoint(
         raise InputError(f"checkpoint does not fit the configured model (strict):\n{report.summary()}", file=src)
     out = model.save_pretrained(out_dir)
     report.out_dir = str(out)
-    _write_text_atomic(out / REPORT_FILE, json.dumps(asdict(report), indent=1) + "\n")
+    write_json_atomic(out / REPORT_FILE, asdict(report), indent=1)
     return report
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

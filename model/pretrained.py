@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError, MissingResourceError
 from model.config import MotorConfig
 
@@ -38,25 +36,11 @@ def save_pretrained(model: MotorModel, directory: str | os.PathLike) -> Path:
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    if directory.exists() and not _replaceable(directory):
-        raise InputError("refusing to replace: exists and is not a saved MOTOR model directory", file=directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with replace_directory(directory, is_replaceable=_replaceable, what="a saved MOTOR model directory") as tmp:
         document = {"format": FORMAT, "format_version": FORMAT_VERSION, "motor_config": model.config.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.tokenizer.save_pretrained(str(tmp))
-        os.chmod(tmp, 0o755)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
-            os.rename(directory, old)
-            os.rename(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -102,11 +86,4 @@ def load_pretrained(directory: str | os.PathLike, map_location: str | torch.devi
 
 
 def _replaceable(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    try:
-        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+    return has_format_marker(path, CONFIG_FILE, FORMAT)

@@ -7,11 +7,10 @@ Encoding a text gives ``[CLS] … [SEP]``.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from kg.atomic import replace_directory
 from kg.errors import InputError, MissingResourceError
 
 PAD, UNK, CLS, SEP, MASK, ENC, DEC = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[ENC]", "[DEC]"
@@ -64,16 +63,9 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size
         single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls_id), (SEP, sep_id)]
     )
     fast = _wrap(tokenizer)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # Any directory there is replaced (not only a tokenizer); a file is refused.
+    with replace_directory(out_dir, is_replaceable=Path.is_dir, what="a directory") as tmp:
         fast.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return fast
 
 

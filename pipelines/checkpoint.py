@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from kg import atomic
 from kg.errors import InputError
 
 MODEL_FILE = "model.safetensors"
@@ -163,17 +164,8 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write strict JSON (indent 1, no NaN) to a temporary file beside ``path`` and rename it onto ``path``."""
+    atomic.write_json_atomic(path, data, indent=1, allow_nan=False)
 
 
 def load_checkpoint(

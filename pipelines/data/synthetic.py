@@ -26,9 +26,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError
 from pipelines.data.labels import LabelValue, chexpert_from_mentions, gk_truth, label_schema
 from pipelines.data.manifest import ManifestRecord, VQARecord, atomic_write_text, write_manifest, write_vqa_manifest
@@ -196,18 +194,12 @@ def generate(
         raise InputError(f"need at least one worker, got {workers}", field="workers")
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with replace_directory(out_dir) as tmp:
         images_dir = tmp / "images"
         images_dir.mkdir()
         tasks = [(seed, i, image_size, str(images_dir)) for i in range(n)]
         rows = _run(tasks, workers, progress)
         summary = _write_tables(tmp, rows, assign_splits(n, seed), n=n, seed=seed, image_size=image_size)
-        os.chmod(tmp, 0o755)
-        _replace_directory(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     summary.out_dir = out_dir
     return summary
 
@@ -288,24 +280,8 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     if not out_dir.is_dir():
         raise InputError("exists and is not a directory", file=out_dir)
-    if not any(out_dir.iterdir()):
-        return
-    try:
-        marker = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8")).get("generator")
-    except (OSError, ValueError, AttributeError):
-        marker = None
-    if marker != GENERATOR:
+    if not has_format_marker(out_dir, SUMMARY_FILE, GENERATOR, key="generator"):
         raise InputError(
             "refusing to replace: the directory is not empty and holds no synthetic dataset "
             f"({SUMMARY_FILE} missing); choose another --out", file=out_dir,
         )
-
-
-def _replace_directory(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.old")
-        os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, out_dir)
