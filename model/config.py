@@ -28,6 +28,7 @@ from kg.errors import InputError
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 KNOWLEDGE_VARIANTS = ("none", "gk", "sk", "gk+sk", "full")
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
+UNMENTIONED_POLICIES = ("negative", "ignore")
 
 
 @dataclass
@@ -65,6 +66,8 @@ class MotorConfig:
         sk_queue_size: n_Q, reports held in the SK report queue Q.
         sk_top_k: k, reports retrieved per image.
         uncertain: how MLC treats uncertain (-1) labels: ``ignore``, ``positive`` or ``negative``.
+        unmentioned: how MLC and the diagnosis heads treat labels a report does not mention
+            (NaN): ``negative`` (absent, as the reference MOTOR code's ``label_index``) or ``ignore``.
 
     Contrastive learning (BLIP):
         embed_dim: ITC embedding size. queue_size: ITC feature queue length.
@@ -111,6 +114,7 @@ class MotorConfig:
     sk_queue_size: int = 65536
     sk_top_k: int = 3
     uncertain: str = "ignore"
+    unmentioned: str = "negative"
     # contrastive learning
     embed_dim: int = 256
     queue_size: int = 57600
@@ -133,6 +137,8 @@ class MotorConfig:
             raise InputError(f"must be one of {', '.join(KNOWLEDGE_VARIANTS)}; got {self.knowledge!r}", field="knowledge")
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
+        if self.unmentioned not in UNMENTIONED_POLICIES:
+            raise InputError(f"must be one of {', '.join(UNMENTIONED_POLICIES)}; got {self.unmentioned!r}", field="unmentioned")
         positive = (
             "image_size", "in_chans", "patch_size", "vision_width", "vision_layers", "vision_heads", "text_width",
             "text_layers", "text_heads", "text_intermediate", "max_text_len", "max_position_embeddings",

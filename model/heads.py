@@ -32,9 +32,14 @@ class DiagnosisHead(nn.Module):
         motor: the pretrained model (its ``image_encoder`` is shared, not copied).
         num_labels: labels to predict (default: the model's label file, the 14 CheXpert classes).
         uncertain: treatment of uncertain (-1) labels in the loss (default: the model's setting).
+        unmentioned: treatment of unmentioned (NaN) labels in the loss and in scoring
+            (default: the model's setting, ``negative``).
     """
 
-    def __init__(self, motor: MotorModel, num_labels: int | None = None, uncertain: str | None = None) -> None:
+    def __init__(
+        self, motor: MotorModel, num_labels: int | None = None, uncertain: str | None = None,
+        unmentioned: str | None = None,
+    ) -> None:
         super().__init__()
         from kg.lexicon import load_chexpert_classes
 
@@ -42,7 +47,7 @@ class DiagnosisHead(nn.Module):
         self.num_labels = num_labels or len(load_chexpert_classes(motor.config.labels_file))
         # One row per label: the 14 linear heads as one matrix.
         self.classifier = nn.Linear(motor.config.vision_width, self.num_labels)
-        self.loss_fn = MultiLabelLoss(uncertain or motor.config.uncertain)
+        self.loss_fn = MultiLabelLoss(uncertain or motor.config.uncertain, unmentioned or motor.config.unmentioned)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) normalised images → (B, n_labels) logits (sigmoid gives probabilities)."""

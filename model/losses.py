@@ -121,22 +121,27 @@ class LanguageModelingLoss(nn.Module):
 class MultiLabelLoss(nn.Module):
     """MLC (Eq. 9): binary cross-entropy over the labels that are known.
 
-    Labels are 1 (present), 0 (absent), -1 (uncertain) or NaN (not mentioned). NaN labels never
-    count; uncertain ones are dropped (``ignore``), or read as 1 (``positive``) or 0
-    (``negative``). ``forward(logits (B, C), labels (B, C)) -> loss``, the mean over counted
-    entries (0 with a gradient path when none counts).
+    Labels are 1 (present), 0 (absent), -1 (uncertain) or NaN (not mentioned). Uncertain labels
+    are dropped (``uncertain="ignore"``), or read as 1 (``positive``) or 0 (``negative``).
+    Unmentioned labels are read as 0 (``unmentioned="negative"``, as the reference MOTOR code's
+    ``label_index`` and most CheXpert-label papers do: a report that does not name a finding is
+    taken as its absence) or dropped (``ignore``). ``forward(logits (B, C), labels (B, C)) ->
+    loss``, the mean over counted entries (0 with a gradient path when none counts).
     """
 
-    def __init__(self, uncertain: str = "ignore") -> None:
+    def __init__(self, uncertain: str = "ignore", unmentioned: str = "negative") -> None:
         super().__init__()
         if uncertain not in ("ignore", "positive", "negative"):
             raise ValueError(f"uncertain must be ignore, positive or negative; got {uncertain!r}")
+        if unmentioned not in ("ignore", "negative"):
+            raise ValueError(f"unmentioned must be ignore or negative; got {unmentioned!r}")
         self.uncertain = uncertain
+        self.unmentioned = unmentioned
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.to(logits.dtype)
         uncertain = labels == -1
-        counted = ~labels.isnan()
+        counted = torch.ones_like(labels, dtype=torch.bool) if self.unmentioned == "negative" else ~labels.isnan()
         if self.uncertain == "ignore":
             counted &= ~uncertain
         targets = torch.where(uncertain, 1.0 if self.uncertain == "positive" else 0.0, labels)

@@ -130,7 +130,7 @@ class MotorModel(nn.Module):
             # Label prompts are fixed: tokenised once here, encoded every step (E_t changes).
             self.register_buffer("label_input_ids", labels["input_ids"], persistent=False)
             self.register_buffer("label_attention_mask", labels["attention_mask"], persistent=False)
-            self.mlc_loss = MultiLabelLoss(config.uncertain)
+            self.mlc_loss = MultiLabelLoss(config.uncertain, config.unmentioned)
 
         self.itc_loss = ContrastiveLoss()
         self.itm_loss = MatchingLoss()

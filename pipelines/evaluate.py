@@ -6,7 +6,8 @@
 * Generation writes reports greedily and with beam search and scores them with BLEU-1..4, METEOR,
   ROUGE-L and CIDEr, next to the "most frequent training report" baseline.
 * Diagnosis scores the 14 CheXpert classes (AUROC per class and mean, macro/micro F1); uncertain
-  labels (-1) are left out of the scoring, as unmentioned ones are.
+  labels (-1) are left out of the scoring; unmentioned ones count as negative, or are left out
+  too, as the head's ``unmentioned`` policy says (the one it was trained with).
 * VQA reports open, closed and overall accuracy next to the majority-answer baseline.
 """
 from __future__ import annotations
@@ -202,13 +203,17 @@ def diagnosis_scores(
 
     Returns:
         ``(y_true, y_prob)``, ``(N, n_labels)`` float arrays; ``y_true`` is 1 / 0 and NaN where a
-        label is unmentioned or uncertain (-1).
+        label is uncertain (-1), or unmentioned under the head's ``unmentioned="ignore"`` (under
+        ``negative``, the default, an unmentioned label is 0).
     """
     head.eval()
+    unmentioned_negative = head.loss_fn.unmentioned == "negative"
     truths, probs = [], []
     for batch in _loader(dataset, collate_fn, batch_size):
         probs.append(head.logits(batch["image"].to(device)).float().sigmoid().cpu())
         labels = batch["labels"].clone()
+        if unmentioned_negative:
+            labels = torch.nan_to_num(labels, nan=0.0)
         labels[labels == -1] = float("nan")
         truths.append(labels)
     return torch.cat(truths).numpy(), torch.cat(probs).numpy()

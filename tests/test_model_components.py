@@ -325,10 +325,15 @@ def test_multilabel_loss_policies_match_hand_computation():
     ignore = (bce(2.0, 1.0) + bce(-1.0, 0.0)) / 2
     positive = (bce(2.0, 1.0) + bce(-1.0, 0.0) + bce(0.5, 1.0)) / 3
     negative = (bce(2.0, 1.0) + bce(-1.0, 0.0) + bce(0.5, 0.0)) / 3
-    assert float(MultiLabelLoss("ignore")(logits, labels)) == pytest.approx(ignore, rel=1e-6)
-    assert float(MultiLabelLoss("positive")(logits, labels)) == pytest.approx(positive, rel=1e-6)
-    assert float(MultiLabelLoss("negative")(logits, labels)) == pytest.approx(negative, rel=1e-6)
-    nothing = MultiLabelLoss("ignore")(logits.requires_grad_(), torch.full((1, 4), math.nan))
+    assert float(MultiLabelLoss("ignore", "ignore")(logits, labels)) == pytest.approx(ignore, rel=1e-6)
+    assert float(MultiLabelLoss("positive", "ignore")(logits, labels)) == pytest.approx(positive, rel=1e-6)
+    assert float(MultiLabelLoss("negative", "ignore")(logits, labels)) == pytest.approx(negative, rel=1e-6)
+    # Unmentioned read as absent (the default, as the reference's label_index): the NaN entry is a 0.
+    unmentioned_negative = (bce(2.0, 1.0) + bce(-1.0, 0.0) + bce(3.0, 0.0)) / 3
+    assert float(MultiLabelLoss("ignore")(logits, labels)) == pytest.approx(unmentioned_negative, rel=1e-6)
+    with pytest.raises(ValueError, match="unmentioned"):
+        MultiLabelLoss("ignore", "positive")
+    nothing = MultiLabelLoss("ignore", "ignore")(logits.requires_grad_(), torch.full((1, 4), math.nan))
     assert float(nothing.detach()) == 0.0
     nothing.backward()
 

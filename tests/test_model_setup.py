@@ -168,6 +168,25 @@ def test_diagnosis_head_trains_on_the_image_encoder(tokenizer):
     assert head.image_encoder is motor.image_encoder and head.image_encoder.vit.cls_token.grad is not None
 
 
+@pytest.mark.parametrize("unmentioned", ["negative", "ignore"])
+def test_diagnosis_scoring_reads_unmentioned_labels_as_the_head_was_trained(tokenizer, unmentioned):
+    from pipelines.evaluate import diagnosis_scores
+
+    motor = build_model(tiny_config("none").replace(unmentioned=unmentioned), tokenizer)
+    samples = make_samples(n=6, seed=3)
+    labels = torch.stack([s["labels"] for s in samples])
+    y_true, y_prob = diagnosis_scores(
+        DiagnosisHead(motor), samples, MotorCollator.from_config(tokenizer, motor.config),
+        batch_size=4, device=torch.device("cpu"),
+    )
+    assert y_prob.shape == y_true.shape == (6, 14)
+    unmentioned_truth = y_true[labels.isnan().numpy()]
+    assert (unmentioned_truth == 0).all() if unmentioned == "negative" else bool(torch.isnan(torch.from_numpy(unmentioned_truth)).all())
+    assert torch.isnan(torch.from_numpy(y_true)[labels == -1]).all()  # uncertain never scored
+    known = (labels == 0) | (labels == 1)
+    assert torch.equal(torch.from_numpy(y_true)[known], labels[known])
+
+
 @pytest.mark.parametrize("knowledge", ["none", "gk+sk"])
 def test_vqa_head_classifies_answers_over_the_image_grounded_encoder(tokenizer, knowledge):
     motor = build_model(tiny_config(knowledge), tokenizer)
