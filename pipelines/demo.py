@@ -182,6 +182,11 @@ def _task_rows(task: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
         if "beam" in test:
             rows.append(_summary_row("generation", f"CIDEr (beam {test['num_beams']})", test["beam"]["CIDEr"],
                                      baseline["CIDEr"], "most frequent report"))
+        if "clinical_efficacy" in test["greedy"]:
+            rows.append(_summary_row(
+                "generation", "CE micro F1 (greedy, uncertain negative)",
+                test["greedy"]["clinical_efficacy"]["uncertain_negative"]["f1_micro"],
+                baseline["clinical_efficacy"]["uncertain_negative"]["f1_micro"], "most frequent report"))
         return rows
     if task == "diagnosis":
         return [_summary_row("diagnosis", "mean AUROC", test["mean_auroc"], 0.5, "chance"),

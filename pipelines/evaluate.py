@@ -4,7 +4,8 @@
   space, ``encode_image`` / ``encode_text``); optionally the top ``itm_k`` candidates of every query
   are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval.
 * Generation writes reports greedily and with beam search and scores them with BLEU-1..4, METEOR,
-  ROUGE-L and CIDEr, next to the "most frequent training report" baseline.
+  ROUGE-L, CIDEr and clinical efficacy (CheXpert-label P/R/F1 of ``kg label``, both uncertain-label
+  policies), next to the "most frequent training report" baseline.
 * Diagnosis scores the 14 CheXpert classes (AUROC per class and mean, macro/micro F1); uncertain
   labels (-1) are left out of the scoring; unmentioned ones count as negative, or are left out
   too, as the head's ``unmentioned`` policy says (the one it was trained with).
@@ -171,22 +172,31 @@ def generation_evaluation(
     Returns:
         ``{"greedy": metrics, "beam": metrics (num_beams > 1), "most_frequent_report": metrics,
         "num_beams", "n", "examples"}`` with ``metrics`` as
-        :func:`pipelines.metrics.caption_metrics` returns them.
+        :func:`pipelines.metrics.caption_metrics` returns them, plus ``clinical_efficacy``: the
+        CheXpert-label precision / recall / F1 of ``kg label`` on the generated against the
+        reference reports under both uncertain-label policies
+        (:func:`pipelines.metrics.clinical_efficacy_both`).
     """
-    from pipelines.metrics import caption_metrics
+    from kg.label import label_texts
+    from pipelines.metrics import caption_metrics, clinical_efficacy_both
 
     references = dataset.reports()
+    reference_labels = label_texts(references)
+
+    def scores(predictions: list[str]) -> dict[str, Any]:
+        metrics = caption_metrics(predictions, references, meteor=meteor)
+        metrics["clinical_efficacy"] = clinical_efficacy_both(label_texts(predictions), reference_labels)
+        return metrics
+
     kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
     greedy = generated_reports(model, dataset, collate_fn, num_beams=1, **kwargs)
-    result: dict[str, Any] = {
-        "n": len(references), "num_beams": num_beams, "greedy": caption_metrics(greedy, references, meteor=meteor)
-    }
+    result: dict[str, Any] = {"n": len(references), "num_beams": num_beams, "greedy": scores(greedy)}
     beam = None
     if num_beams > 1:
         beam = generated_reports(model, dataset, collate_fn, num_beams=num_beams, **kwargs)
-        result["beam"] = caption_metrics(beam, references, meteor=meteor)
+        result["beam"] = scores(beam)
     if baseline_report is not None:
-        result["most_frequent_report"] = caption_metrics([baseline_report] * len(references), references, meteor=meteor)
+        result["most_frequent_report"] = scores([baseline_report] * len(references))
         result["baseline_report"] = baseline_report
     result["examples"] = [
         {"reference": references[i], "greedy": greedy[i], **({"beam": beam[i]} if beam else {})}

@@ -256,6 +256,19 @@ class GenerationTask(Task):
             rows[f"beam search ({test['num_beams']})"] = test["beam"]
         rows["most frequent report"] = test["most_frequent_report"]
         lines = [_metrics_table(rows, CAPTION_COLUMNS), f"{test['n']} test studies.", ""]
+        if all("clinical_efficacy" in row for row in rows.values()):
+            from pipelines.metrics import POLICIES
+
+            efficacy = {
+                name: {f"{measure} (uncertain {policy.split('_')[1]})": row["clinical_efficacy"][policy][f"{measure}_micro"]
+                       for policy in POLICIES for measure in ("precision", "recall", "f1")}
+                for name, row in rows.items()
+            }
+            lines += [
+                "Clinical efficacy: `kg label` on generated and reference reports, 14 CheXpert classes, "
+                "micro averages; uncertain labels read as negative or as positive.", "",
+                _metrics_table(efficacy, list(next(iter(efficacy.values())))),
+            ]
         for example in test["examples"]:
             lines += [f"- reference: {example['reference']}", f"  - greedy: {example['greedy']}"]
             if "beam" in example:

@@ -46,7 +46,10 @@ def headline(task, test):
         return [test["itc"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)] + [test["itm"]["i2t_R@1"]]
     if task == "generation":
         return [test[row][name] for row in ("greedy", "beam", "most_frequent_report")
-                for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")]
+                for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")] + [
+            test[row]["clinical_efficacy"][policy][f"{measure}_micro"]
+            for row in ("greedy", "beam", "most_frequent_report")
+            for policy in ("uncertain_negative", "uncertain_positive") for measure in ("precision", "recall", "f1")]
     if task == "diagnosis":
         return [test["macro_f1"], test["micro_f1"]]
     return [test[row]["overall"] for row in ("model", "majority_answer")]
