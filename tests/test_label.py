@@ -86,6 +86,8 @@ def test_gk_normal_counts_foreign_objects_as_findings() -> None:
         ("Degenerative changes of the thoracic spine.", {"gk:other_finding": 1, "No Finding": None}),
         ("Calcified granuloma in the right upper lobe.", {"gk:lesion": 1, "gk:calcinosis": 1, "Lung Lesion": 1}),
         ("Low lung volumes.", {"gk:hypoinflation": 1}),
+        # Healed granulomatous disease, not an active infection.
+        ("Sequela of prior granulomatous infection.", {"gk:lesion": 1, "gk:pneumonia": None, "Pneumonia": None}),
         ("Subcutaneous emphysema.", {"gk:emphysema": None, "gk:other_finding": 1}),
     ],
 )
