@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config import UNCERTAIN_POLICIES, UNMENTIONED_POLICIES
+
 IGNORE_INDEX = -100
 
 
@@ -131,10 +133,10 @@ class MultiLabelLoss(nn.Module):
 
     def __init__(self, uncertain: str = "ignore", unmentioned: str = "negative") -> None:
         super().__init__()
-        if uncertain not in ("ignore", "positive", "negative"):
-            raise ValueError(f"uncertain must be ignore, positive or negative; got {uncertain!r}")
-        if unmentioned not in ("ignore", "negative"):
-            raise ValueError(f"unmentioned must be ignore or negative; got {unmentioned!r}")
+        if uncertain not in UNCERTAIN_POLICIES:
+            raise ValueError(f"uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}; got {uncertain!r}")
+        if unmentioned not in UNMENTIONED_POLICIES:
+            raise ValueError(f"unmentioned must be one of {', '.join(UNMENTIONED_POLICIES)}; got {unmentioned!r}")
         self.uncertain = uncertain
         self.unmentioned = unmentioned
 
