@@ -1,19 +1,20 @@
 """Store build speed: RadGraph-format files → DuckDB store (``kg build --source radgraph``).
 
 Generates ``--n`` synthetic chest X-ray reports in RadGraph format (sentences built from the GK
-graph's organ and finding words, with modifiers, negations and uncertainty; about 12 entities and
-9 relations per report, close to RadGraph's MIMIC-CXR annotations), writes them to a temporary
+graph's organ and finding words, with modifiers, negations and uncertainty; about 15 entities and
+11 relations per report, close to RadGraph's MIMIC-CXR annotations), writes them to a temporary
 directory as a RadGraph JSON document and/or JSON lines, then times what ``kg build`` does:
-reading and validating every record (:class:`kg.radgraph.RadGraphReader`) and writing the store
-(:func:`kg.build.build_store`). Prints reports/s, entities/s and the process's peak resident memory
-of each build (one process per format; generation streams to disk, so it does not set the peak).
-The build's CPU time (all threads) is printed beside its wall time: on a shared machine the gap
-shows how much of the wall time went to waiting for a core.
+reading and validating every record (:class:`kg.radgraph.RadGraphReader`, with ``--workers``
+parsing processes; 0 reads in the building process) and writing the store
+(:func:`kg.build.build_store`). Prints reports/s, entities/s and peak resident memory of each
+build process (one per format and worker count; generation streams to disk, so it does not set
+the peak; worker processes are not included). The build process's CPU time (all its threads, not
+the workers') is printed beside the wall time.
 
 Usage::
 
-    python benchmarks/bench_build.py                 # 100,000 reports, JSON then JSONL
-    python benchmarks/bench_build.py --n 20000 --formats jsonl
+    python benchmarks/bench_build.py                 # 100,000 reports, JSON then JSONL, 0 and 2 workers
+    python benchmarks/bench_build.py --n 20000 --formats jsonl --workers 0 4 8
 """
 from __future__ import annotations
 
@@ -107,13 +108,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="reports to generate (default: 100,000)")
     parser.add_argument("--formats", nargs="+", choices=("json", "jsonl"), default=["json", "jsonl"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                        help="parsing processes to time (default: 0 2; 0 reads in the building process)")
     args = parser.parse_args()
-    if len(args.formats) > 1:
-        # One process per format, so each peak RSS is that build's own.
+    if len(args.formats) > 1 or len(args.workers) > 1:
+        # One process per format and worker count, so each peak RSS is that build's own.
         for fmt in args.formats:
-            subprocess.run([sys.executable, __file__, "--n", str(args.n), "--seed", str(args.seed), "--formats", fmt],
-                           check=True)
+            for workers in args.workers:
+                subprocess.run([sys.executable, __file__, "--n", str(args.n), "--seed", str(args.seed),
+                                "--formats", fmt, "--workers", str(workers)], check=True)
         return
+    [workers] = args.workers
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,14 +129,14 @@ def main() -> None:
             generated = time.perf_counter() - started
             rss_before = peak_rss_mib()
             started, cpu_started = time.perf_counter(), time.process_time()
-            reader = RadGraphReader([corpus], format="jsonl" if fmt == "jsonl" else "radgraph")
+            reader = RadGraphReader([corpus], format="jsonl" if fmt == "jsonl" else "radgraph", workers=workers)
             summary = build_store(reader, Path(tmp) / f"store-{fmt}.duckdb", source="radgraph", inputs=[corpus],
                                   options={}, progress=False)
             seconds = time.perf_counter() - started
             cpu_seconds = time.process_time() - cpu_started
             rate = summary.reports / seconds
             print(
-                f"{fmt:5s} n={summary.reports:,} file={corpus.stat().st_size / 2**20:.0f} MiB "
+                f"{fmt:5s} workers={workers} n={summary.reports:,} file={corpus.stat().st_size / 2**20:.0f} MiB "
                 f"(generated in {generated:.1f} s) | build {seconds:.2f} s (CPU {cpu_seconds:.2f} s, all threads) = "
                 f"{rate:,.0f} reports/s, "
                 f"{summary.entities / seconds:,.0f} entities/s | entities {summary.entities:,}, "

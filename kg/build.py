@@ -1,14 +1,18 @@
 """Write annotated reports into a knowledge store (:mod:`kg.store`).
 
-:func:`build_store` takes :class:`~kg.records.ReportRecord` from any source (RadGraph files via
-:class:`kg.radgraph.RadGraphReader`, free-text extraction via :func:`kg.extract.extract_reports`)
-and writes them in batches of :data:`BATCH_REPORTS` reports. Each batch becomes one Arrow table per
-table, inserted in bulk. A batch's relations become triplet occurrences by Arrow ``take`` on the
-entity rows (:func:`batch_occurrences`), which DuckDB then aggregates in SQL:
+:func:`build_store` takes either :class:`~kg.records.ReportRecord` objects from any source (the
+free-text extractor :func:`kg.extract.extract_reports`, UMLS-free test fixtures, ...), which it
+gathers into batches of :data:`BATCH_REPORTS` reports, or a *batch source*: an object with an
+``arrow_batches(absent)`` method yielding ready Arrow batches, which is how
+:class:`kg.radgraph.RadGraphReader` hands over RadGraph files (parsed in worker processes when it
+has ``workers``). A batch (:meth:`kg.report_batch.ReportBatch.to_arrow`) arrives as one Arrow
+table per store table, its triplets already derived from its relations
+(:func:`kg.report_batch.batch_occurrences`), and is appended in bulk:
 
-* ``report_triplets``: the distinct triplets of each report (see :mod:`kg.normalize`);
+* ``report_triplets``: the distinct triplets of each report (see :mod:`kg.normalize`), reports in
+  input order, each report's triplets in order of first mention;
 * ``triplets``: per distinct triplet, ``count`` = occurrences over every relation of every
-  labeler, ``n_reports`` = reports holding it (summed over batches at the end).
+  labeler, ``n_reports`` = reports holding it (each batch's shares, summed in SQL at the end).
 
 DuckDB inserts a batch on a worker thread while the next batch is read, so reading (Python) and
 writing (DuckDB, outside the GIL) overlap.
@@ -16,7 +20,7 @@ writing (DuckDB, outside the GIL) overlap.
 Records sharing a report id must come from different labelers (``labeler="both"``) and follow
 each other; they share one ``reports`` row. The build is atomic (:func:`kg.store.atomic_build`)
 and deterministic: the same records, inputs and options give the same tables, in the same row
-order, and the same metadata.
+order, and the same metadata, however the input was cut into batches.
 """
 from __future__ import annotations
 
@@ -26,50 +30,46 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from kg.errors import InputError
-from kg.normalize import ABSENT_LABEL, NEGATION_PREFIX, check_absent_mode, normalize_entity
-from kg.records import RELATION_TYPES, ReportRecord
+from kg.normalize import check_absent_mode
+from kg.records import ReportRecord
+from kg.report_batch import TRIPLET_COLUMNS, ArrowBatch, ReportBatch, concat_batches
 from kg.store import atomic_build, write_metadata
 
 #: Reports per batch: the unit of bulk insertion; bounds the memory a build holds in Python.
 BATCH_REPORTS = 20_000
+#: Batches waiting for the writer before reading pauses (reading runs ahead of a slow insert).
+MAX_PENDING_BATCHES = 2
 
-_STR = pa.string()
-_INT = pa.int32()
-#: Tables a batch appends to as they are (the others are derived from ``occurrences``).
-_STORED_TABLES = ("reports", "entities", "relations")
-_TRIPLET_KEY = "head, relation, tail, head_label, tail_label"
-
-#: Per batch, from ``batch_occurrences``: occurrences per (report, triplet), then the
-#: ``report_triplets`` rows and the batch's partial corpus counts from those pairs (one hash
-#: aggregation over the occurrences instead of two).
-_BATCH_AGGREGATES_SQL = (
-    f"CREATE OR REPLACE TEMP TABLE batch_pairs AS SELECT report_id, {_TRIPLET_KEY}, count(*) AS occurrences "
-    f"FROM batch_occurrences GROUP BY report_id, {_TRIPLET_KEY}",
-    f"INSERT INTO report_triplets SELECT report_id, {_TRIPLET_KEY} FROM batch_pairs "
-    f"ORDER BY report_id, {_TRIPLET_KEY}",
-    f"INSERT INTO triplet_counts SELECT {_TRIPLET_KEY}, sum(occurrences), count(*) FROM batch_pairs "
-    f"GROUP BY {_TRIPLET_KEY}",
-)
+_TRIPLET_KEY = ", ".join(TRIPLET_COLUMNS)
 _TRIPLETS_SQL = f"""
 INSERT INTO triplets
 SELECT {_TRIPLET_KEY}, sum(count)::BIGINT AS count, sum(n_reports)::BIGINT AS n_reports
 FROM triplet_counts GROUP BY {_TRIPLET_KEY}
 ORDER BY count DESC, n_reports DESC, {_TRIPLET_KEY}
 """
-#: Relation name → one shared string object, so the relation column converts to Arrow faster.
-_RELATION_NAMES = {name: name for name in RELATION_TYPES}
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Anything that yields ready Arrow batches (:class:`kg.report_batch.ReportBatch.to_arrow`).
+
+    The source is responsible for report ids being unique; batches are inserted in the order they
+    come, and the store does not depend on where the input was cut into batches.
+    """
+
+    def arrow_batches(self, absent: str) -> Iterator[ArrowBatch]:
+        """The batches, ``absent`` being the :data:`kg.normalize.ABSENT_MODES` entry to apply."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class BuildSummary:
 
 
 def build_store(
-    records: Iterable[ReportRecord],
+    records: Iterable[ReportRecord] | BatchSource,
     path: str | os.PathLike,
     *,
     source: str,
@@ -123,8 +123,10 @@ def build_store(
     """Build a store at ``path`` from annotated reports, replacing any store there on success.
 
     Args:
-        records: the reports, consumed once, in batches of :data:`BATCH_REPORTS`; records of one
-            report (one per labeler) must follow each other.
+        records: the reports, consumed once: :class:`~kg.records.ReportRecord` objects (records
+            of one report, one per labeler, must follow each other), gathered into batches of
+            :data:`BATCH_REPORTS`; or a :class:`BatchSource` such as
+            :class:`kg.radgraph.RadGraphReader`, whose batches are written as they come.
         path: the DuckDB file to write; left untouched when anything fails.
         source: source kind recorded in metadata ``sources``.
         inputs: files the records came from; recorded with size and SHA-256 in ``inputs``.
@@ -138,7 +140,6 @@ def build_store(
     """
     check_absent_mode(absent)
     started = time.perf_counter()
-    described = [describe_input(p, source) for p in inputs]
     path = Path(path)
     with atomic_build(path) as con:
         con.execute(
@@ -146,18 +147,26 @@ def build_store(
             "tail_label VARCHAR, count BIGINT, n_reports BIGINT)"
         )
         with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="kg-build") as writer:
-            pending: Future | None = None
-            for batch in _arrow_batches(records, progress, absent):
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(_insert_batch, con, batch)
-            if pending is not None:
-                pending.result()
+            # Hashing the inputs (hashlib releases the GIL) runs beside the reading of the first batch.
+            described = writer.submit(lambda: [describe_input(p, source) for p in inputs])
+            pending: deque[Future] = deque()
+            # One transaction: committing each batch would checkpoint the growing tables over and over.
+            # While reading runs beside it, DuckDB gets one thread: a batch is too small to gain
+            # from more, and idle DuckDB threads spinning for work slow the reader down (measured).
+            con.execute("BEGIN TRANSACTION")
+            con.execute("SET threads = 1")
+            for batch in _coalesced(_batches(records, progress, absent), BATCH_REPORTS):
+                pending.append(writer.submit(_insert_batch, con, batch))
+                while len(pending) > MAX_PENDING_BATCHES:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+            con.execute("RESET threads")
+            con.execute("COMMIT")
         con.execute(_TRIPLETS_SQL)
         con.execute("DROP TABLE triplet_counts")
-        con.execute("DROP TABLE IF EXISTS batch_pairs")
         write_metadata(con, "sources", [source])
-        write_metadata(con, "inputs", described)
+        write_metadata(con, "inputs", described.result())
         write_metadata(con, "options", {**options, "absent": absent})
         counts = {
             table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -193,182 +202,76 @@ def describe_input(path: str | os.PathLike, source: str) -> dict[str, Any]:
     return {"path": str(path.resolve()), "sha256": digest.hexdigest(), "bytes": size, "source": source}
 
 
-def _arrow_batches(records: Iterable[ReportRecord], progress: bool, absent: str) -> Iterator[dict[str, pa.Table]]:
-    """The records as Arrow tables (:meth:`_Batch.to_arrow`), :data:`BATCH_REPORTS` reports at a
-    time; a report's records never straddle two batches."""
+def _batches(records: Iterable[ReportRecord] | BatchSource, progress: bool, absent: str) -> Iterator[ArrowBatch]:
+    """The Arrow batches of a batch source, or of records gathered by :func:`_record_batches`."""
     from tqdm import tqdm
 
-    batch = _Batch()
+    if not isinstance(records, BatchSource):
+        yield from _record_batches(tqdm(records, desc="building", unit=" reports", disable=not progress,
+                                        file=sys.stderr, mininterval=0.5), absent)
+        return
+    with tqdm(desc="building", unit=" reports", disable=not progress, file=sys.stderr, mininterval=0.5) as bar:
+        for batch in records.arrow_batches(absent):
+            bar.update(batch["reports"].num_rows)
+            yield batch
+
+
+def _coalesced(batches: Iterable[ArrowBatch], size: int) -> Iterator[ArrowBatch]:
+    """Consecutive batches merged until each holds at least ``size`` reports (the first and the last
+    may hold fewer): DuckDB appends a few large batches much faster than many small ones."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    yield first  # as it is, so the writer starts while the reader goes on
+    group: list[ArrowBatch] = []
+    reports = 0
+    for batch in batches:
+        group.append(batch)
+        reports += batch["reports"].num_rows
+        if reports >= size:
+            yield concat_batches(group)
+            group, reports = [], 0
+    if group:
+        yield concat_batches(group)
+
+
+def _record_batches(records: Iterable[ReportRecord], absent: str) -> Iterator[ArrowBatch]:
+    """The records as Arrow batches (:meth:`ReportBatch.to_arrow`), :data:`BATCH_REPORTS` reports
+    at a time; a report's records never straddle two batches."""
+    batch = ReportBatch()
     annotations: set[tuple[str, str]] = set()
     report_ids: set[str] = set()
     previous_id = None
-    for record in tqdm(records, desc="building", unit=" reports", disable=not progress, file=sys.stderr,
-                       mininterval=0.5):
+    for record in records:
         report_id = record.report_id
         labeler = record.labeler or ""
         if (report_id, labeler) in annotations:
             which = f" for {labeler}" if labeler else ""
             raise InputError(f"duplicate report id{which}", record=report_id, field="report_id")
-        if report_id != previous_id:
+        new_report = report_id != previous_id
+        if new_report:
             if report_id in report_ids:
                 raise InputError("records of one report (one per labeler) must follow each other",
                                  record=report_id, field="report_id")
             report_ids.add(report_id)
             if batch.n_reports >= BATCH_REPORTS:
                 yield batch.to_arrow(absent)
-                batch = _Batch()
-            batch.add_report(record)
+                batch = ReportBatch()
             previous_id = report_id
         annotations.add((report_id, labeler))
-        batch.add_annotation(record, labeler)
+        batch.add_record(record, new_report=new_report)
     if batch.n_reports:
         yield batch.to_arrow(absent)
 
 
-class _Batch:
-    """Column buffers of a batch of reports, turned into Arrow tables by :meth:`to_arrow`.
-
-    The ``report_id`` and ``labeler`` columns of entities and relations are not buffered row by
-    row: each annotation (one record) is stored once with its entity and relation counts, and the
-    columns are expanded with Arrow ``take``, which is several times faster for millions of rows.
-    """
-
-    def __init__(self) -> None:
-        self.reports: dict[str, list] = {"report_id": [], "text": [], "data_source": [], "data_split": []}
-        self.annotation_ids: list[str] = []
-        self.annotation_labelers: list[str] = []
-        self.entity_counts: list[int] = []
-        self.relation_counts: list[int] = []
-        self.entities: dict[str, list] = {"entity_id": [], "tokens": [], "label": [], "start_ix": [], "end_ix": []}
-        self.relations: dict[str, list] = {"head_id": [], "relation": [], "tail_id": []}
-        # Batch entity rows of each relation's head and tail; ``None`` for a target the report lacks.
-        self.head_rows: list[int] = []
-        self.tail_rows: list[int | None] = []
-
-    @property
-    def n_reports(self) -> int:
-        return len(self.reports["report_id"])
-
-    def add_report(self, record: ReportRecord) -> None:
-        """Add the ``reports`` row of ``record``."""
-        for name, value in (("report_id", record.report_id), ("text", record.text),
-                            ("data_source", record.data_source), ("data_split", record.data_split)):
-            self.reports[name].append(value)
-
-    def add_annotation(self, record: ReportRecord, labeler: str) -> None:
-        """Add the entities and relations of ``record`` (annotated by ``labeler``, ``''`` if single)."""
-        entities = record.entities
-        first_row = len(self.entities["entity_id"])
-        rows = {entity_id: first_row + k for k, entity_id in enumerate(entities)}
-        annotated = entities.values()
-        columns = self.entities
-        columns["entity_id"] += entities
-        columns["tokens"] += [entity.tokens for entity in annotated]
-        columns["label"] += [entity.label for entity in annotated]
-        columns["start_ix"] += [entity.start_ix for entity in annotated]
-        columns["end_ix"] += [entity.end_ix for entity in annotated]
-        pairs = [(entity_id, relation, target)
-                 for entity_id, entity in entities.items() for relation, target in entity.relations]
-        columns = self.relations
-        columns["head_id"] += [head for head, _, _ in pairs]
-        columns["relation"] += [_RELATION_NAMES.get(relation, relation) for _, relation, _ in pairs]
-        columns["tail_id"] += [tail for _, _, tail in pairs]
-        self.head_rows += [rows[head] for head, _, _ in pairs]
-        self.tail_rows += [rows.get(tail) for _, _, tail in pairs]
-        self.annotation_ids.append(record.report_id)
-        self.annotation_labelers.append(labeler)
-        self.entity_counts.append(len(entities))
-        self.relation_counts.append(len(pairs))
-
-    def to_arrow(self, absent: str) -> dict[str, pa.Table]:
-        """``{"reports", "entities", "relations", "occurrences"}`` Arrow tables, the first three in
-        the store's column order, ``occurrences`` by :func:`batch_occurrences`."""
-        ids = pa.array(self.annotation_ids, _STR)
-        labelers = pa.array(self.annotation_labelers, _STR)
-        annotation = np.arange(len(self.annotation_ids), dtype=np.int32)
-        entity_owner = pa.array(np.repeat(annotation, self.entity_counts))
-        relation_owner = pa.array(np.repeat(annotation, self.relation_counts))
-        entities, relations = self.entities, self.relations
-        norm = [normalize_entity(tokens) for tokens in entities["tokens"]]
-        tables = {
-            "reports": pa.table({name: pa.array(values, _STR) for name, values in self.reports.items()}),
-            "entities": pa.table({
-                "report_id": ids.take(entity_owner),
-                "labeler": labelers.take(entity_owner),
-                "entity_id": pa.array(entities["entity_id"], _STR),
-                "tokens": pa.array(entities["tokens"], _STR),
-                "norm": pa.array(norm, _STR),
-                "label": pa.array(entities["label"], _STR),
-                "start_ix": pa.array(entities["start_ix"], _INT),
-                "end_ix": pa.array(entities["end_ix"], _INT),
-            }),
-            "relations": pa.table({
-                "report_id": ids.take(relation_owner),
-                "labeler": labelers.take(relation_owner),
-                "head_id": pa.array(relations["head_id"], _STR),
-                "relation": pa.array(relations["relation"], _STR),
-                "tail_id": pa.array(relations["tail_id"], _STR),
-            }),
-        }
-        tables["occurrences"] = batch_occurrences(
-            tables["entities"],
-            pa.array(self.head_rows, _INT),
-            pa.array(self.tail_rows, _INT),
-            tables["relations"].column("relation"),
-            absent,
-        )
-        return tables
-
-
-def batch_occurrences(
-    entities: pa.Table, head_rows: pa.Array, tail_rows: pa.Array, relations: pa.Array, absent: str = "negate"
-) -> pa.Table:
-    """Triplet occurrences of a batch by the rule of :func:`kg.normalize.relation_triplets`.
-
-    Args:
-        entities: the batch's ``entities`` rows (columns ``report_id``, ``norm``, ``label``).
-        head_rows, tail_rows: int32 ``(R,)``, row in ``entities`` of each relation's head and tail;
-            a null tail (a target the report lacks) makes no triplet, as in
-            :func:`kg.normalize.relation_triplets`.
-        relations: string ``(R,)``, each relation's type.
-        absent: :data:`kg.normalize.ABSENT_MODES` entry for ``OBS-DA`` entities.
-
-    Returns:
-        ``(report_id, head, relation, tail, head_label, tail_label)``, one row per linked relation
-        (fewer with ``absent="drop"``), in relation order.
-    """
-    linked = pc.is_valid(tail_rows)
-    head_rows, tail_rows, relations = head_rows.filter(linked), tail_rows.filter(linked), relations.filter(linked)
-    labels = entities.column("label")
-    is_absent = pc.equal(labels, ABSENT_LABEL)
-    texts = entities.column("norm")
-    if absent == "negate":
-        texts = pc.if_else(is_absent, pc.binary_join_element_wise(NEGATION_PREFIX, texts, ""), texts)
-    occurrences = pa.table({
-        "report_id": entities.column("report_id").take(head_rows),
-        "head": texts.take(head_rows),
-        "relation": relations,
-        "tail": texts.take(tail_rows),
-        "head_label": labels.take(head_rows),
-        "tail_label": labels.take(tail_rows),
-    })
-    if absent == "drop":
-        keep = pc.invert(pc.or_(is_absent.take(head_rows), is_absent.take(tail_rows)))
-        occurrences = occurrences.filter(keep)
-    return occurrences
-
-
-def _insert_batch(con: duckdb.DuckDBPyConnection, batch: dict[str, pa.Table]) -> None:
-    """Append one batch to the store and its triplets to ``report_triplets`` and the partial counts."""
+def _insert_batch(con: duckdb.DuckDBPyConnection, batch: ArrowBatch) -> None:
+    """Append one batch's rows to the store tables and its triplet-count share to ``triplet_counts``."""
     for table, rows in batch.items():
         con.register(f"batch_{table}", rows)
-    try:
-        for table in _STORED_TABLES:
+        try:
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM batch_{table}")
-        for statement in _BATCH_AGGREGATES_SQL:
-            con.execute(statement)
-    finally:
-        for table in batch:
+        finally:
             con.unregister(f"batch_{table}")
 
 

@@ -39,6 +39,16 @@ class InputError(KGError, ValueError):
             where.append(f"field {field!r}")
         super().__init__(": ".join(where + [message]))
 
+    def __reduce__(self) -> tuple:
+        # Keyword-only arguments are not in ``args``; keep them when the error crosses processes.
+        return _rebuild_input_error, (type(self), self.message, self.file, self.record, self.field)
+
+
+def _rebuild_input_error(
+    cls: type[InputError], message: str, file: str | None, record: object | None, field: str | None
+) -> InputError:
+    return cls(message, file=file, record=record, field=field)
+
 
 class MissingResourceError(KGError, FileNotFoundError):
     """A local resource (model directory, NLP model, UMLS release) the user must provide is absent.

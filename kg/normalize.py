@@ -170,5 +170,6 @@ def relation_triplets(record: ReportRecord, absent: str = "negate") -> list[Trip
 
 
 def report_triplets(record: ReportRecord, absent: str = "negate") -> list[Triplet]:
-    """The distinct triplets of one report, sorted (the ``report_triplets`` rows of a store)."""
-    return sorted(set(relation_triplets(record, absent)))
+    """The distinct triplets of one report in order of first mention (the report's
+    ``report_triplets`` rows in a store)."""
+    return list(dict.fromkeys(relation_triplets(record, absent)))

@@ -12,7 +12,8 @@ One DuckDB file holds a corpus's specific knowledge (SK). Tables (text columns a
     :func:`kg.normalize.normalize_entity` of ``tokens`` (never negated).
 ``relations(report_id, labeler, head_id, relation, tail_id)``
 ``report_triplets(report_id, head, relation, tail, head_label, tail_label)``
-    one row per distinct normalised triplet per report.
+    one row per distinct normalised triplet per report; reports in input order, a report's
+    triplets in order of first mention.
 ``triplets(head, relation, tail, head_label, tail_label, count, n_reports)``
     corpus-wide: ``count`` occurrences (every annotated relation, every labeler), ``n_reports``
     distinct reports.

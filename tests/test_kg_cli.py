@@ -88,12 +88,32 @@ def test_skip_invalid_lists_the_first_errors_and_counts_the_rest(tmp_path: Path,
     (["--source", "gk", "--out", "x", "--labeler", "both"], "--labeler does not apply to --source gk"),
     (["--source", "reports", "--out", "x.duckdb"], "--source reports needs --input"),
     (["--source", "radgraph", "--input", "absent.json", "--out", "x.duckdb"], "absent.json: no such file"),
+    (["--source", "gk", "--out", "x", "--workers", "2"], "--workers does not apply to --source gk"),
 ])
 def test_build_option_errors(tmp_path: Path, capsys, monkeypatch, argv, message) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "build", *argv)
     assert code == 1 and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_option(tmp_path: Path, capsys) -> None:
+    corpus = tmp_path / "sample.jsonl"
+    document = json.loads(BUNDLED_SAMPLE.read_text(encoding="utf-8"))
+    corpus.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in document.items()), encoding="utf-8")
+    digests = []
+    for workers in ("0", "2", "auto"):
+        store = tmp_path / f"w{workers}.duckdb"
+        code, out, _ = run(capsys, "build", "--source", "radgraph", "--input", str(corpus), "--workers", workers,
+                           "--out", str(store), "--no-progress")
+        assert code == 0 and "reports                      30" in out
+        con = open_store(store)
+        digests.append([con.execute(f"SELECT * FROM {t}").fetchall() for t in ("entities", "report_triplets", "triplets")])
+        con.close()
+    assert digests[0] == digests[1] == digests[2]
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", "--source", "radgraph", "--out", str(tmp_path / "x.duckdb"), "--workers", "many"])
+    assert exit_.value.code == 2 and "expected a whole number >= 0 or 'auto', got 'many'" in capsys.readouterr().err
 
 
 def test_labeler_option_reaches_the_store(tmp_path: Path, capsys) -> None:

@@ -22,6 +22,7 @@ Build knowledge from one source:
 examples:
   kg build --source radgraph --input train.json --input dev.json --out radgraph.duckdb
   kg build --source radgraph --out sample.duckdb
+  kg build --source radgraph --input mimic_radgraph.jsonl --workers 8 --out mimic.duckdb
   kg build --source reports --input reports.csv --input-format iu-xray-csv --out iu.duckdb
   kg build --source gk --out gk/
   kg build --source umls --umls-dir 2024AA/META --store radgraph.duckdb --sab SNOMEDCT_US
@@ -32,7 +33,7 @@ MAX_LISTED_ERRORS = 20
 
 #: Options each source accepts, besides --source and --no-progress; anything else is an error.
 SOURCE_OPTIONS = {
-    "radgraph": ("input", "out", "format", "labeler", "absent", "skip_invalid"),
+    "radgraph": ("input", "out", "format", "labeler", "absent", "skip_invalid", "workers"),
     "reports": ("input", "out", "input_format", "backend", "absent"),
     "gk": ("graph", "out"),
     "umls": ("umls_dir", "store", "sab", "sty", "linker"),
@@ -43,6 +44,7 @@ DEFAULTS = {
     "labeler": DEFAULT_LABELER,
     "absent": ABSENT_MODES[0],
     "skip_invalid": False,
+    "workers": "auto",
     "input_format": "auto",
     "backend": "rules",
     "linker": "scispacy",
@@ -69,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=f"annotation read from two-annotator (test split) reports (default: {DEFAULT_LABELER})")
     radgraph.add_argument("--skip-invalid", action="store_true", default=None,
                           help="skip and count invalid reports instead of stopping at the first")
+    radgraph.add_argument("--workers", type=_workers, metavar="N|auto",
+                          help="processes parsing the input (default: auto, one per CPU up to 8 for JSONL "
+                               "inputs of 32 MiB or more, else 0 = this process); the store is the same for any N")
     radgraph.add_argument("--absent", choices=ABSENT_MODES,
                           help="triplets of absent (OBS-DA) findings: negate writes 'no <finding>' (default), "
                                "keep leaves the text, drop leaves them out; also for --source reports")
@@ -108,6 +113,18 @@ def _check_options(args: argparse.Namespace) -> None:
             raise InputError(f"--source {args.source} needs {_flag(name)}")
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = -1
+    if workers < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'auto', got {value!r}")
+    return workers
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -115,9 +132,11 @@ def _flag(name: str) -> str:
 def _build_radgraph(args: argparse.Namespace) -> int:
     from kg.build import build_store
     from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader
+    from kg.radgraph_batches import auto_workers
 
     inputs = [Path(p) for p in args.input] if args.input else [BUNDLED_SAMPLE]
     reader = RadGraphReader(inputs, format=args.format, labeler=args.labeler, skip_invalid=args.skip_invalid)
+    reader.workers = auto_workers(reader) if args.workers == "auto" else args.workers
     options = {"format": args.format, "labeler": args.labeler, "skip_invalid": args.skip_invalid}
     summary = build_store(reader, args.out, source="radgraph", inputs=inputs, options=options,
                           progress=not args.no_progress, absent=args.absent)
