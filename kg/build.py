@@ -218,7 +218,7 @@ def _batches(records: Iterable[ReportRecord] | BatchSource, progress: bool, abse
 
 def _coalesced(batches: Iterable[ArrowBatch], size: int) -> Iterator[ArrowBatch]:
     """Consecutive batches merged until each holds at least ``size`` reports (the first and the last
-    may hold fewer): DuckDB appends a few large batches much faster than many small ones."""
+    may hold fewer): DuckDB appends a few large batches faster than many small ones (measured)."""
     batches = iter(batches)
     first = next(batches, None)
     if first is None:

@@ -362,9 +362,10 @@ def _parse_entities(raw: Any, n_words: int, *, file: str | os.PathLike | None, r
     columns = entity_columns(raw, n_words)
     if columns is None:
         return _parse_entities_checked(raw, n_words, file=file, record=record, field=field)
-    relations: dict[str, list[tuple[str, str]]] = {entity_id: [] for entity_id in columns.entity_ids}
-    for head, relation, tail in zip(columns.heads, columns.relations, columns.tails):
-        relations[head].append((relation, tail))
+    ids = columns.entity_ids
+    relations: dict[str, list[tuple[str, str]]] = {entity_id: [] for entity_id in ids}
+    for relation, head, tail in zip(columns.relations, columns.head_rows, columns.tail_rows):
+        relations[ids[head]].append((relation, ids[tail]))
     return {
         entity_id: Entity(entity_id, tokens, label, start, end, relations[entity_id])
         for entity_id, tokens, label, start, end in zip(
@@ -387,14 +388,12 @@ def entity_columns(raw: Any, n_words: int) -> AnnotationColumns | None:
     labels: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
-    heads: list[str] = []
     relations: list[str] = []
-    tails: list[str] = []
     head_rows: list[int] = []
     tail_rows: list[int] = []
     rows = dict(zip(raw, range(len(raw))))
     try:
-        for head_row, (entity_id, spec) in enumerate(raw.items()):
+        for head_row, spec in enumerate(raw.values()):
             text, start, end = spec["tokens"], spec["start_ix"], spec["end_ix"]
             if type(text) is not str or type(start) is not int or type(end) is not int or not 0 <= start <= end < n_words:
                 return None
@@ -413,15 +412,13 @@ def entity_columns(raw: Any, n_words: int) -> AnnotationColumns | None:
                     if type(target) is not str:
                         return None
                     tail_rows.append(rows[target])
-                    heads.append(entity_id)
                     relations.append(_RELATION_NAMES[relation])
-                    tails.append(target)
                     head_rows.append(head_row)
             elif pairs is not None and type(pairs) is not list:
                 return None
     except (KeyError, TypeError):  # a missing key or target, an entity that is not an object, an unknown label
         return None
-    return AnnotationColumns(list(raw), tokens, labels, starts, ends, heads, relations, tails, head_rows, tail_rows)
+    return AnnotationColumns(list(raw), tokens, labels, starts, ends, relations, head_rows, tail_rows)
 
 
 def _parse_entities_checked(

@@ -38,9 +38,10 @@ class AnnotationColumns(NamedTuple):
     Entity columns (one row per entity, in annotation order): ``entity_ids``, ``tokens``,
     ``labels`` (:data:`kg.records.ENTITY_LABELS`), ``starts`` / ``ends`` (inclusive whitespace-token
     indices). Relation columns (one row per relation, in the order of their head entities):
-    ``heads`` (entity id), ``relations`` (:data:`kg.records.RELATION_TYPES`), ``tails`` (target
-    entity id), and ``head_rows`` / ``tail_rows``, the position of the head and tail among this
-    annotation's entities (``None`` for a target the report lacks: it yields no triplet).
+    ``relations`` (:data:`kg.records.RELATION_TYPES`) and ``head_rows`` / ``tail_rows``, the
+    position of the head and of the target among this annotation's entities. A target the report
+    lacks has tail row ``None`` (it yields no triplet) and its id in ``dangling``, as
+    ``(relation position, target id)``.
     """
 
     entity_ids: list[str]
@@ -48,18 +49,17 @@ class AnnotationColumns(NamedTuple):
     labels: list[str]
     starts: list[int]
     ends: list[int]
-    heads: list[str]
     relations: list[str]
-    tails: list[str]
     head_rows: list[int]
     tail_rows: list[int | None]
+    dangling: list[tuple[int, str]] = []
 
     @classmethod
     def of(cls, record: ReportRecord) -> AnnotationColumns:
         """The columns of ``record``'s entity set."""
         entities = record.entities
         rows = {entity_id: row for row, entity_id in enumerate(entities)}
-        pairs = [(entity_id, relation, target)
+        pairs = [(rows[entity_id], relation, target)
                  for entity_id, entity in entities.items() for relation, target in entity.relations]
         values = entities.values()
         return cls(
@@ -68,11 +68,10 @@ class AnnotationColumns(NamedTuple):
             [entity.label for entity in values],
             [entity.start_ix for entity in values],
             [entity.end_ix for entity in values],
-            [head for head, _, _ in pairs],
             [_RELATION_NAMES.get(relation, relation) for _, relation, _ in pairs],
-            [tail for _, _, tail in pairs],
-            [rows[head] for head, _, _ in pairs],
+            [head for head, _, _ in pairs],
             [rows.get(tail) for _, _, tail in pairs],
+            [(k, tail) for k, (_, _, tail) in enumerate(pairs) if tail not in rows],
         )
 
 
@@ -91,11 +90,13 @@ class ReportBatch:
         self.entity_counts: list[int] = []
         self.relation_counts: list[int] = []
         self.entities: dict[str, list] = {"entity_id": [], "tokens": [], "label": [], "start_ix": [], "end_ix": []}
-        self.relations: dict[str, list] = {"head_id": [], "relation": [], "tail_id": []}
+        self.relations: list[str] = []
         # Rows of each relation's head and tail among its annotation's entities (``None``: a
-        # target the report lacks); :meth:`to_arrow` makes them batch rows.
+        # target the report lacks, whose id is in ``dangling`` by batch relation position);
+        # :meth:`to_arrow` makes them batch rows and takes the head and tail ids from them.
         self.head_rows: list[int] = []
         self.tail_rows: list[int | None] = []
+        self.dangling: list[tuple[int, str]] = []
 
     @property
     def n_reports(self) -> int:
@@ -117,16 +118,16 @@ class ReportBatch:
         entities["label"] += columns.labels
         entities["start_ix"] += columns.starts
         entities["end_ix"] += columns.ends
-        relations = self.relations
-        relations["head_id"] += columns.heads
-        relations["relation"] += columns.relations
-        relations["tail_id"] += columns.tails
+        if columns.dangling:
+            first = len(self.relations)
+            self.dangling += [(first + position, target) for position, target in columns.dangling]
+        self.relations += columns.relations
         self.head_rows += columns.head_rows
         self.tail_rows += columns.tail_rows
         self.annotation_reports.append(self.n_reports - 1)
         self.annotation_labelers.append(labeler)
         self.entity_counts.append(len(columns.entity_ids))
-        self.relation_counts.append(len(columns.heads))
+        self.relation_counts.append(len(columns.relations))
 
     def add_record(self, record: ReportRecord, *, new_report: bool = True) -> None:
         """Add ``record``: its report row (unless ``new_report`` is false: a second labeler's
@@ -151,14 +152,21 @@ class ReportBatch:
         annotation = np.arange(len(self.annotation_labelers), dtype=np.int32)
         entity_owner = pa.array(np.repeat(annotation, self.entity_counts))
         relation_owner = pa.array(np.repeat(annotation, self.relation_counts))
-        entities, relations = self.entities, self.relations
+        entities = self.entities
+        entity_ids = pa.array(entities["entity_id"], _STR)
         tokens = pa.array(entities["tokens"], _STR)
+        # An annotation's first entity row, repeated for each of its relations: local rows + it = batch rows.
+        first_rows = np.repeat(np.cumsum(self.entity_counts, dtype=np.int64) - self.entity_counts, self.relation_counts)
+        first_rows = pa.array(first_rows.astype(np.int32))
+        head_rows = pc.add(pa.array(self.head_rows, _INT), first_rows)
+        tail_rows = pc.add(pa.array(self.tail_rows, _INT), first_rows)
+        relations = pa.array(self.relations, _STR)
         tables = {
             "reports": pa.table({name: pa.array(values, _STR) for name, values in self.reports.items()}),
             "entities": pa.table({
                 "report_id": ids.take(entity_owner),
                 "labeler": labelers.take(entity_owner),
-                "entity_id": pa.array(entities["entity_id"], _STR),
+                "entity_id": entity_ids,
                 "tokens": tokens,
                 "norm": _normalized(tokens),
                 "label": pa.array(entities["label"], _STR),
@@ -168,23 +176,27 @@ class ReportBatch:
             "relations": pa.table({
                 "report_id": ids.take(relation_owner),
                 "labeler": labelers.take(relation_owner),
-                "head_id": pa.array(relations["head_id"], _STR),
-                "relation": pa.array(relations["relation"], _STR),
-                "tail_id": pa.array(relations["tail_id"], _STR),
+                "head_id": entity_ids.take(head_rows),
+                "relation": relations,
+                "tail_id": self._tail_ids(entity_ids, tail_rows),
             }),
         }
-        # An annotation's first entity row, repeated for each of its relations.
-        first_rows = np.repeat(np.cumsum(self.entity_counts, dtype=np.int64) - self.entity_counts, self.relation_counts)
-        first_rows = pa.array(first_rows.astype(np.int32))
         occurrences = batch_occurrences(
             tables["entities"].append_column("report_row", annotation_reports.take(entity_owner)),
-            pc.add(pa.array(self.head_rows, _INT), first_rows),
-            pc.add(pa.array(self.tail_rows, _INT), first_rows),
-            tables["relations"].column("relation"),
-            absent,
+            head_rows, tail_rows, relations, absent,
         )
         tables["report_triplets"], tables["triplet_counts"] = triplet_tables(occurrences, report_ids)
         return tables
+
+    def _tail_ids(self, entity_ids: pa.Array, tail_rows: pa.Array) -> pa.Array:
+        """Each relation's target id: its entity's id, or the dangling id of a target the report lacks."""
+        tail_ids = entity_ids.take(tail_rows)
+        if not self.dangling:
+            return tail_ids
+        patched = tail_ids.to_pylist()
+        for position, target in self.dangling:
+            patched[position] = target
+        return pa.array(patched, _STR)
 
 
 def _normalized(tokens: pa.Array) -> pa.Array:
@@ -265,7 +277,7 @@ def triplet_tables(occurrences: pa.Table, report_ids: pa.Array) -> tuple[pa.Tabl
 
 
 def concat_batches(batches: list[ArrowBatch]) -> ArrowBatch:
-    """Consecutive batches as one (zero-copy)."""
+    """Consecutive batches as one (zero-copy): each table's rows, batch after batch."""
     if len(batches) == 1:
         return batches[0]
     return {name: pa.concat_tables([batch[name] for batch in batches]) for name in batches[0]}

@@ -214,6 +214,18 @@ def test_fast_path_accepts_and_rejects_exactly_what_parse_report_does(case: str)
         k: t.to_pylist() for k, t in checked.to_arrow("negate").items()}
 
 
+def test_a_relation_to_an_entity_the_record_lacks_is_stored_without_a_triplet(tmp_path: Path) -> None:
+    # Records from other sources than the RadGraph reader (which rejects such relations) may have them.
+    entities = {"1": {**ENTITY, "relations": [["located_at", "2"]]}, "2": ANATOMY}
+    [record] = parse_report("r", {"text": "left effusion .", "entities": entities})
+    record.entities["1"].relations.insert(0, ("suggestive_of", "7"))
+    record.entities["2"].relations.append(("modify", "9"))
+    rows = stored_rows(build([record], tmp_path / "kg.duckdb", []))
+    assert rows["relations"] == [("r", "", "1", "suggestive_of", "7"), ("r", "", "1", "located_at", "2"),
+                                 ("r", "", "2", "modify", "9")]
+    assert rows["report_triplets"] == [("r", "effusion", "located_at", "left", "OBS-DP", "ANAT-DP")]
+
+
 def test_empty_entity_set_is_a_report_without_triplets() -> None:
     batch = ReportBatch()
     add_report(batch, "r", {"text": "Normal chest .", "entities": {}})
