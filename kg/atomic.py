@@ -93,8 +93,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], *, su
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` as UTF-8 through :func:`write_atomic`."""
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """Write ``text`` to ``path`` as UTF-8 with ``\n`` line ends through :func:`write_atomic`."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
 
 def write_json_atomic(

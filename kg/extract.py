@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kg.atomic import write_atomic
 from kg.errors import InputError
 from kg.extract_graph import Mention, build_graph
 from kg.lexicon import Lexicon, load_lexicon
@@ -224,11 +223,11 @@ def write_records(records: Iterable[ReportRecord], path: str | Path) -> int:
     suffix = target.suffix.lower()
     if suffix not in (".json", ".jsonl"):
         raise InputError("output must end in .json or .jsonl", file=target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "w", encoding="utf-8") as out:
             if suffix == ".jsonl":
                 for record in records:
                     out.write(json.dumps({"report_id": record.report_id, **record.to_json()}, ensure_ascii=False))
@@ -243,10 +242,8 @@ def write_records(records: Iterable[ReportRecord], path: str | Path) -> int:
                 count = len(mapping)
                 json.dump(mapping, out, ensure_ascii=False, indent=1)
                 out.write("\n")
-        os.replace(tmp_name, target)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
+
+    write_atomic(target, write)
     return count
 
 

@@ -37,12 +37,11 @@ Typical use::
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kg.atomic import write_atomic
 from kg.errors import InputError
 from kg.extract import Extraction, Extractor, cached_extractor, annotate_reports
 from kg.extract_graph import ABSENT, PRESENT, UNCERTAIN, Mention
@@ -168,18 +167,10 @@ def write_labels(frame: "pd.DataFrame", path: str | Path) -> None:
     suffix = target.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise InputError("labels output must end in .csv or .parquet", file=target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        if suffix == ".csv":
-            frame.to_csv(tmp_name, index=False, float_format="%g")
-        else:
-            frame.to_parquet(tmp_name, index=False)
-        os.replace(tmp_name, target)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
+    if suffix == ".csv":
+        write_atomic(target, lambda tmp: frame.to_csv(tmp, index=False, float_format="%g"))
+    else:
+        write_atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def _as_raw(reports: Iterable[RawReport | str]) -> Iterable[RawReport]:

@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
+from kg.atomic import write_atomic, write_text_atomic
 from kg.errors import InputError
 from pipelines.config import PretrainConfig, dump_config, to_dict
 from pipelines.distributed import DistributedContext
 from pipelines.prepare import prepare_data
-from pipelines.run_bundle import RunResult, atomic_write_text, describe_file
+from pipelines.run_bundle import RunResult, describe_file
 
 #: Knowledge switch → which of GK, SK and MLC it enables (paper, Table 1).
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {
@@ -112,7 +113,7 @@ def ablate(
         result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
         results[variant] = result.metrics["zero_shot_retrieval"]
     table = ablation_table(results)
-    atomic_write_text(out_dir / "ablation.md", table)
+    write_text_atomic(out_dir / "ablation.md", table)
     plot_ablation(results, out_dir / "ablation.png")
     ablation = RunResult(
         kind="ablate",
@@ -182,8 +183,7 @@ def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path) -> None:
     axes[0].set_ylabel("recall (%)  — dotted: chance")
     axes[1].legend(loc="upper left", fontsize="small")
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(path)
+    try:
+        write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=120), suffix=".png")
+    finally:
+        plt.close(figure)

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kg.atomic import write_text_atomic
 from kg.errors import InputError
 from pipelines.config import FinetuneConfig, PretrainConfig, builtin_config, load_config, resolve_model_config
 from pipelines.distributed import DistributedContext
 from pipelines.knowledge import STORE_NAME, build_training_store
 from pipelines.prepare import RADGRAPH_NAME, companion_file, prepare_data
 from pipelines.pretrain import pretrain
-from pipelines.run_bundle import RunResult, atomic_write_text, write_json
+from pipelines.run_bundle import RunResult, write_json
 
 STAGES = 5
 TASKS = ("retrieval", "generation", "diagnosis", "vqa")
@@ -58,7 +59,7 @@ class DemoResult:
     def save_to_directory(self, directory: str | Path) -> Path:
         """Write ``summary.md`` and ``summary.json`` into ``directory``."""
         directory = Path(directory)
-        atomic_write_text(directory / "summary.md", "# MOTOR demo\n\n" + self.table())
+        write_text_atomic(directory / "summary.md", "# MOTOR demo\n\n" + self.table())
         write_json(directory / "summary.json", self.summary)
         return directory
 

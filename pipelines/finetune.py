@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from kg.atomic import write_atomic
 from kg.errors import InputError
 from pipelines.checkpoint import CHECKPOINTS_DIR
 from pipelines.config import EvalConfig, FinetuneConfig, resolve_model_config, to_dict
@@ -385,9 +386,8 @@ TASK_CLASSES: dict[str, type[Task]] = {
 
 
 def _save_tensors(save_file: Callable, state: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def _load_head(module: nn.Module, path: Path, device: torch.device) -> None:

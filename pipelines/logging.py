@@ -10,13 +10,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from kg.atomic import write_text_atomic
 from kg.errors import MissingResourceError
 
 METRICS_LOG = "metrics.jsonl"
@@ -84,10 +84,7 @@ class MetricsLogger:
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step:
                     kept.append(line)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         """Append one line ``{"step": step, **values}`` (non-finite floats become null)."""

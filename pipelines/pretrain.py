@@ -20,13 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kg.atomic import write_text_atomic
 from pipelines.checkpoint import CHECKPOINTS_DIR, TrainingProgress
 from pipelines.config import PretrainConfig, dump_config, resolve_model_config, to_dict
 from pipelines.distributed import DistributedContext, barrier, init_distributed
 from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences, uses_sk
 from pipelines.loop import fit
 from pipelines.prepare import RADGRAPH_NAME, companion_file, prepare_data, prepare_tokenizer, seed_everything
-from pipelines.run_bundle import RunResult, atomic_write_text, describe_file
+from pipelines.run_bundle import RunResult, describe_file
 from pipelines.samples import MotorSamples, study_texts
 
 MODEL_DIR = "model"
@@ -95,7 +96,7 @@ def pretrain(
             # A fresh run must not mix its checkpoints with those of an earlier run in the same place.
             shutil.rmtree(run_dir / CHECKPOINTS_DIR)
         # Written now, not only with the bundle at the end: `--resume` of a killed run reads it.
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        write_text_atomic(run_dir / "config.yaml", dump_config(config))
     barrier()
     seed_everything(config.train.seed)
     model_config = resolve_model_config(config.model)

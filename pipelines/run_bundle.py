@@ -23,30 +23,17 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kg.atomic import write_text_atomic
+
 PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "timm", "faiss-gpu", "faiss-cpu", "pykeen",
             "duckdb", "torch-geometric", "numpy", "safetensors", "motor-kg")
 CODE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_ready(value: Any) -> Any:
@@ -66,7 +53,7 @@ def json_ready(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Atomically write strict JSON (NaN → null)."""
-    atomic_write_text(path, json.dumps(json_ready(data), indent=1, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(json_ready(data), indent=1, allow_nan=False) + "\n")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -164,7 +151,7 @@ class RunResult:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.yaml", yaml.safe_dump(json_ready(self.config), sort_keys=False))
+        write_text_atomic(directory / "config.yaml", yaml.safe_dump(json_ready(self.config), sort_keys=False))
         write_json(directory / "env.json", environment_info(self.device))
         write_json(directory / "git.json", git_info())
         write_json(
@@ -174,7 +161,7 @@ class RunResult:
         )
         write_json(directory / "metrics.json", self.metrics)
         if self.metrics_markdown is not None:
-            atomic_write_text(directory / "metrics.md", self.metrics_markdown)
+            write_text_atomic(directory / "metrics.md", self.metrics_markdown)
         return directory
 
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kg.atomic import write_text_atomic
 from kg.errors import InputError
-from pipelines.data.manifest import SPLITS, atomic_write_text
+from pipelines.data.manifest import SPLITS
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val",
                   "test": "test"}
@@ -74,7 +75,7 @@ def write_r2gen_annotation(entries: list[R2GenEntry], path: str | os.PathLike) -
             raise InputError(f"split must be one of {', '.join(SPLITS)}, got {entry.split!r}", record=entry.id,
                              field="split")
         grouped[entry.split].append(entry.to_json())
-    atomic_write_text(path, json.dumps(grouped, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(grouped, ensure_ascii=False, indent=1) + "\n")
     return path
 
 

@@ -43,12 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the runs, print the table and optionally write it."""
     from pipelines.report import load_run, report_json, report_table, summarise_groups
-    from pipelines.run_bundle import atomic_write_text
+    from kg.atomic import write_text_atomic
 
     summaries = summarise_groups([load_run(path) for path in args.runs], metrics=args.metrics,
                                  group_by=args.group_by)
     text = report_json(summaries) if args.json else report_table(summaries, digits=args.digits)
     print(text, end="")
     if args.out:
-        atomic_write_text(args.out, text)
+        write_text_atomic(args.out, text)
     return 0

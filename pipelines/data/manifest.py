@@ -23,12 +23,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kg.atomic import write_text_atomic
 from kg.errors import InputError
 from pipelines.data.labels import LabelValue, label_schema
 
@@ -231,21 +231,6 @@ def _relative(image: str, directory: Path) -> str:
     return Path(os.path.relpath(image, directory)).as_posix()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(records: Iterable[ManifestRecord], path: str | os.PathLike) -> None:
     """Write a study manifest atomically.
 
@@ -261,7 +246,7 @@ def write_manifest(records: Iterable[ManifestRecord], path: str | os.PathLike) -
         data["image"] = images[0] if isinstance(record.image, str) else images
         parse_record(data, file=path, record=f"line {number}")
         lines.append(json.dumps(data, ensure_ascii=False) + "\n")
-    atomic_write_text(path, "".join(lines))
+    write_text_atomic(path, "".join(lines))
 
 
 def write_vqa_manifest(records: Iterable[VQARecord], path: str | os.PathLike) -> None:
@@ -274,4 +259,4 @@ def write_vqa_manifest(records: Iterable[VQARecord], path: str | os.PathLike) ->
         data["image"] = _relative(record.image, directory)
         parse_vqa_record(data, file=path, record=f"line {number}")
         lines.append(json.dumps(data, ensure_ascii=False) + "\n")
-    atomic_write_text(path, "".join(lines))
+    write_text_atomic(path, "".join(lines))

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from kg.atomic import has_format_marker, replace_directory
+from kg.atomic import has_format_marker, replace_directory, write_text_atomic
 from kg.errors import InputError
 from pipelines.data.labels import LabelValue, chexpert_from_mentions, gk_truth, label_schema
-from pipelines.data.manifest import ManifestRecord, VQARecord, atomic_write_text, write_manifest, write_vqa_manifest
+from pipelines.data.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 from pipelines.data.render import render_scene
 from pipelines.data.report_writer import WrittenReport, write_report
 from pipelines.data.scene import Scene, sample_scene, study_rng
@@ -245,7 +245,7 @@ def _write_tables(directory: Path, rows: list[_StudyRow], splits: list[str], **a
         radgraph[row.study_id] = record.to_json()
     write_manifest(records, directory / "manifest.jsonl")
     write_vqa_manifest(questions, directory / "vqa.jsonl")
-    atomic_write_text(directory / "radgraph.json", json.dumps(radgraph, ensure_ascii=False) + "\n")
+    write_text_atomic(directory / "radgraph.json", json.dumps(radgraph, ensure_ascii=False) + "\n")
 
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -253,9 +253,9 @@ def _write_tables(directory: Path, rows: list[_StudyRow], splits: list[str], **a
     for record in records:
         writer.writerow([record.study_id, record.split, *map(_label_cell, record.labels),
                          *map(_label_cell, record.gk_labels or [])])
-    atomic_write_text(directory / "labels.csv", table.getvalue())
+    write_text_atomic(directory / "labels.csv", table.getvalue())
     by_split = {name: [r.study_id for r in records if r.split == name] for name in ("train", "val", "test")}
-    atomic_write_text(directory / "splits.json", json.dumps(by_split) + "\n")
+    write_text_atomic(directory / "splits.json", json.dumps(by_split) + "\n")
 
     normal = schema.gk_findings.index("normal")
     prevalence = Counter()
@@ -271,7 +271,7 @@ def _write_tables(directory: Path, rows: list[_StudyRow], splits: list[str], **a
         questions={key: answers[key] for key in ("closed", "open", "yes", "no")},
         **arguments,
     )
-    atomic_write_text(directory / SUMMARY_FILE, json.dumps(summary.to_json(), indent=1) + "\n")
+    write_text_atomic(directory / SUMMARY_FILE, json.dumps(summary.to_json(), indent=1) + "\n")
     return summary
 
 
