@@ -49,6 +49,12 @@ class DiagnosisHead(nn.Module):
         self.classifier = nn.Linear(motor.config.vision_width, self.num_labels)
         self.loss_fn = MultiLabelLoss(uncertain or motor.config.uncertain, unmentioned or motor.config.unmentioned)
 
+    @property
+    def unmentioned(self) -> str:
+        """The head's unmentioned-label policy (:data:`model.config.UNMENTIONED_POLICIES`), which
+        scoring must follow too."""
+        return self.loss_fn.unmentioned
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) normalised images → (B, n_labels) logits (sigmoid gives probabilities)."""
         return self.classifier(self.image_encoder(images)[:, 0])

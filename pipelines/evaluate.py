@@ -217,7 +217,7 @@ def diagnosis_scores(
         ``negative``, the default, an unmentioned label is 0).
     """
     head.eval()
-    unmentioned_negative = head.loss_fn.unmentioned == "negative"
+    unmentioned_negative = head.unmentioned == "negative"
     truths, probs = [], []
     for batch in _loader(dataset, collate_fn, batch_size):
         probs.append(head.logits(batch["image"].to(device)).float().sigmoid().cpu())
