@@ -162,12 +162,12 @@ def build_store(
             while pending:
                 pending.popleft().result()
             con.execute("RESET threads")
+            con.execute(_TRIPLETS_SQL)
+            con.execute("DROP TABLE triplet_counts")
+            write_metadata(con, "sources", [source])
+            write_metadata(con, "inputs", described.result())
+            write_metadata(con, "options", {**options, "absent": absent})
             con.execute("COMMIT")
-        con.execute(_TRIPLETS_SQL)
-        con.execute("DROP TABLE triplet_counts")
-        write_metadata(con, "sources", [source])
-        write_metadata(con, "inputs", described.result())
-        write_metadata(con, "options", {**options, "absent": absent})
         counts = {
             table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             for table in ("reports", "entities", "relations", "report_triplets", "triplets")

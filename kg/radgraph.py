@@ -53,6 +53,8 @@ LABELERS = ("labeler_1", "labeler_2", "both")
 #: Test-split reports have two annotations; one is read by default so no relation counts twice.
 DEFAULT_LABELER = "labeler_1"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+#: Format detection reads at most this much of a file's first line.
+SNIFF_BYTES = 16 << 20
 #: Synthetic RadGraph-format corpus shipped with motor-kg (``kg build --source radgraph`` without
 #: ``--input`` reads it): 30 chest X-ray reports, two of them with ``labeler_1``/``labeler_2`` sets.
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "data" / "radgraph_sample.json"
@@ -261,14 +263,19 @@ def duplicate_id_error(report_id: str, first_file: Path, where: str) -> InputErr
 
 # ---------------------------------------------------------------------- file layouts
 def is_jsonl(path: Path) -> bool:
-    """A ``.jsonl``/``.ndjson`` file, or one whose first line is a whole report object."""
+    """A ``.jsonl``/``.ndjson`` file, or one whose first line is a whole report object.
+
+    A first line longer than :data:`SNIFF_BYTES` is taken for a JSON document written on one line
+    (as the RadGraph release is) without parsing it: no report is that long.
+    """
     if path.suffix.lower() in JSONL_SUFFIXES:
         return True
     if not path.is_file():
         raise InputError("no such file", file=path)
     with open(path, "rb") as handle:
-        line = handle.readline().strip()
-    if not line.startswith(b"{"):
+        line = handle.readline(SNIFF_BYTES + 1)
+    line = line.strip()
+    if len(line) > SNIFF_BYTES or not line.startswith(b"{"):
         return False
     try:
         first = orjson.loads(line)
@@ -282,7 +289,7 @@ def _load_document(path: Path) -> Any:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("no such file", file=path) from None
-    if not data.strip():
+    if not data or data.isspace():
         raise InputError("empty file", file=path)
     try:
         return orjson.loads(data)

@@ -252,6 +252,18 @@ def test_jsonl_chunks_cover_every_line_once(tmp_path: Path, small_chunks) -> Non
         assert chunk.first_line == data[:chunk.offset].count(b"\n") + 1
 
 
+def test_a_one_line_document_is_told_from_jsonl_without_parsing_it(tmp_path: Path, monkeypatch) -> None:
+    import kg.radgraph
+
+    document = write(tmp_path / "one.json", sample_corpus(1))  # json.dumps: the whole document on one line
+    single = tmp_path / "single.txt"
+    single.write_text(json.dumps({"id": "r", **SAMPLE[next(iter(SAMPLE))]}), encoding="utf-8")
+    assert kg.radgraph.is_jsonl(single) and not kg.radgraph.is_jsonl(document)
+    monkeypatch.setattr(kg.radgraph, "SNIFF_BYTES", 64)
+    monkeypatch.setattr(kg.radgraph.orjson, "loads", None)  # a parse attempt would fail loudly
+    assert not kg.radgraph.is_jsonl(document)
+
+
 def test_auto_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     jsonl = write(tmp_path / "c.jsonl", sample_corpus(1))
     document = write(tmp_path / "c.json", sample_corpus(1))
