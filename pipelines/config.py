@@ -120,6 +120,10 @@ class TrainConfig:
         validate: score each checkpoint on the validation split and record the best as chosen.
         find_unused_parameters: passed to DistributedDataParallel; only needed when a forward pass
             may leave parameters without gradient.
+        deterministic: make the run bitwise repeatable (:func:`pipelines.prepare.make_deterministic`):
+            one CPU thread per process, and deterministic CUDA kernels, at a cost in speed. Without
+            it, multi-threaded CPU kernels sum in a varying order, and two runs with the same seed
+            drift apart (measured in ``benchmarks/RESULTS.md``).
     """
 
     epochs: int = 1
@@ -134,6 +138,7 @@ class TrainConfig:
     log_every: int = 10
     validate: bool = True
     find_unused_parameters: bool = False
+    deterministic: bool = False
 
 
 @dataclass

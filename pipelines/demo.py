@@ -147,7 +147,8 @@ def demo(
 
         _header(echo, 5, f"Downstream tasks: {', '.join(tasks)} (brief finetuning, test split)")
         for task in tasks:
-            settings = [f"task={task}", f"init_from={out_dir}", f"data.manifest={manifest}"]
+            settings = [f"task={task}", f"init_from={out_dir}", f"data.manifest={manifest}",
+                        f"train.deterministic={str(config.train.deterministic).lower()}"]
             if finetune_epochs is not None:
                 settings.append(f"train.epochs={finetune_epochs}")
             task_config = load_config(FinetuneConfig, builtin_config(f"finetune_{task}"),

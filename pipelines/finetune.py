@@ -48,6 +48,8 @@ from pipelines.prepare import (
     VQA_MANIFEST_NAME,
     companion_file,
     find_manifest,
+    keeps_thread_count,
+    make_deterministic,
     prepare_data,
     seed_everything,
 )
@@ -449,6 +451,7 @@ def _retrieval_sk_sentences(
     return sk_sentences(store, [sid for sid, _ in studies], max_tokens=budget, tokenizer=task.motor.tokenizer)
 
 
+@keeps_thread_count
 def finetune(
     config: FinetuneConfig,
     run_dir: str | Path,
@@ -478,6 +481,7 @@ def finetune(
         if (run_dir / CHECKPOINTS_DIR).exists():
             shutil.rmtree(run_dir / CHECKPOINTS_DIR)
     barrier()
+    make_deterministic(config.train.deterministic, ctx.device)
     seed_everything(config.train.seed)
     motor = load_motor(source, config.model, ctx.device)
     manifest = task_manifest(source, config.data.manifest, run_dir, config.data, motor.config.image_size, ctx)

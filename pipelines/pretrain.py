@@ -26,7 +26,15 @@ from pipelines.config import PretrainConfig, dump_config, resolve_model_config, 
 from pipelines.distributed import DistributedContext, barrier, init_distributed
 from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences, uses_sk
 from pipelines.loop import fit
-from pipelines.prepare import RADGRAPH_NAME, companion_file, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.prepare import (
+    RADGRAPH_NAME,
+    companion_file,
+    keeps_thread_count,
+    make_deterministic,
+    prepare_data,
+    prepare_tokenizer,
+    seed_everything,
+)
 from pipelines.run_bundle import RunResult, describe_file
 from pipelines.samples import MotorSamples, study_texts
 
@@ -64,6 +72,7 @@ def retrieval_validator(dataset: MotorSamples, collate_fn: Any, batch_size: int,
     return validate
 
 
+@keeps_thread_count
 def pretrain(
     config: PretrainConfig,
     run_dir: str | Path,
@@ -98,6 +107,7 @@ def pretrain(
         # Written now, not only with the bundle at the end: `--resume` of a killed run reads it.
         write_text_atomic(run_dir / "config.yaml", dump_config(config))
     barrier()
+    make_deterministic(config.train.deterministic, ctx.device)
     seed_everything(config.train.seed)
     model_config = resolve_model_config(config.model)
 

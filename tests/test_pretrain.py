@@ -127,6 +127,45 @@ def test_pretrain_cli_writes_the_bundle_and_resumes_a_killed_run_exactly(tmp_pat
     assert json.loads((killed / "metrics.json").read_text())["zero_shot_retrieval"] == metrics["zero_shot_retrieval"]
 
 
+def test_deterministic_runs_repeat_bit_for_bit_and_give_back_the_threads(tmp_path):
+    from safetensors.torch import load_file
+
+    from pipelines.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # what multi-threaded kernels need to vary between runs
+    try:
+        weights = []
+        for name in ("a", "b"):
+            out = tmp_path / name
+            assert main(["pretrain", "--out", str(out), "--no-progress", *TINY, "--set", "train.max_steps=4",
+                         "--set", "train.deterministic=true", "--set", "train.validate=false"]) == 0
+            assert torch.get_num_threads() == 2  # the run lowered it to one and restored it
+            weights.append(load_file(out / "model" / "model.safetensors"))
+        assert weights[0].keys() == weights[1].keys()
+        for name, tensor in weights[0].items():
+            assert torch.equal(tensor, weights[1][name]), name
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_make_deterministic_on_cpu_uses_one_thread_only_inside_the_run():
+    from pipelines.prepare import keeps_thread_count, make_deterministic
+
+    @keeps_thread_count
+    def run(enabled: bool) -> int:
+        make_deterministic(enabled, torch.device("cpu"))
+        return torch.get_num_threads()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run(True) == 1 and torch.get_num_threads() == 2
+        assert run(False) == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_pretrain_rejects_an_unknown_config_key(tmp_path, capsys):
     from pipelines.cli import main
 
