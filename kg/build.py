@@ -1,7 +1,7 @@
 """Write annotated reports into a knowledge store (:mod:`kg.store`).
 
 :func:`build_store` takes either :class:`~kg.records.ReportRecord` objects from any source (the
-free-text extractor :func:`kg.extract.extract_reports`, UMLS-free test fixtures, ...), which it
+free-text extractor :func:`kg.extract.extract_reports`, a user's own code, ...), which it
 gathers into batches of :data:`BATCH_REPORTS` reports, or a *batch source*: an object with an
 ``arrow_batches(absent)`` method yielding ready Arrow batches, which is how
 :class:`kg.radgraph.RadGraphReader` hands over RadGraph files (parsed in worker processes when it
@@ -29,8 +29,8 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,7 +61,7 @@ ORDER BY count DESC, n_reports DESC, {_TRIPLET_KEY}
 
 @runtime_checkable
 class BatchSource(Protocol):
-    """Anything that yields ready Arrow batches (:class:`kg.report_batch.ReportBatch.to_arrow`).
+    """Anything that yields ready Arrow batches (:meth:`kg.report_batch.ReportBatch.to_arrow`).
 
     The source is responsible for report ids being unique; batches are inserted in the order they
     come, and the store does not depend on where the input was cut into batches.
