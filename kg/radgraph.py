@@ -46,7 +46,7 @@ import orjson
 
 from kg.errors import InputError
 from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
-from kg.report_batch import AnnotationColumns, ArrowBatch, ReportBatch
+from kg.report_batch import RELATION_NAMES, AnnotationColumns, ArrowBatch, ReportBatch
 
 FORMATS = ("auto", "radgraph", "radgraph-package", "jsonl")
 LABELERS = ("labeler_1", "labeler_2", "both")
@@ -68,8 +68,6 @@ LABEL_ALIASES = {
     "Observation::definitely absent": "OBS-DA",
 }
 _RELATIONS = frozenset(RELATION_TYPES)
-#: Relation name → the one shared string object of that name.
-_RELATION_NAMES = {name: name for name in RELATION_TYPES}
 _LABELER_KEYS = ("labeler_1", "labeler_2")
 
 
@@ -419,7 +417,7 @@ def entity_columns(raw: Any, n_words: int) -> AnnotationColumns | None:
                     if type(target) is not str:
                         return None
                     tail_rows.append(rows[target])
-                    relations.append(_RELATION_NAMES[relation])
+                    relations.append(RELATION_NAMES[relation])
                     head_rows.append(head_row)
             elif pairs is not None and type(pairs) is not list:
                 return None

@@ -23,7 +23,7 @@ from kg.records import RELATION_TYPES, ReportRecord
 _STR = pa.string()
 _INT = pa.int32()
 #: Relation name → one shared string object, so the relation column converts to Arrow faster.
-_RELATION_NAMES = {name: name for name in RELATION_TYPES}
+RELATION_NAMES = {name: name for name in RELATION_TYPES}
 
 #: The key of a distinct triplet (columns of ``report_triplets`` and ``triplets``).
 TRIPLET_COLUMNS = ("head", "relation", "tail", "head_label", "tail_label")
@@ -68,7 +68,7 @@ class AnnotationColumns(NamedTuple):
             [entity.label for entity in values],
             [entity.start_ix for entity in values],
             [entity.end_ix for entity in values],
-            [_RELATION_NAMES.get(relation, relation) for _, relation, _ in pairs],
+            [RELATION_NAMES.get(relation, relation) for _, relation, _ in pairs],
             [head for head, _, _ in pairs],
             [rows.get(tail) for _, _, tail in pairs],
             [(k, tail) for k, (_, _, tail) in enumerate(pairs) if tail not in rows],
