@@ -146,8 +146,8 @@ def parse_report(
     return records
 
 
-def add_report(batch: ReportBatch, report_id: str, raw: Any, *, labeler: str = DEFAULT_LABELER,
-               file: str | os.PathLike | None = None) -> None:
+def add_raw_report(batch: ReportBatch, report_id: str, raw: Any, *, labeler: str = DEFAULT_LABELER,
+                   file: str | os.PathLike | None = None) -> None:
     """Validate one report's mapping and add its rows to ``batch``: :func:`parse_report` for a
     store build.
 

@@ -4,7 +4,7 @@ This is the reading half of ``kg build --source radgraph`` (:meth:`kg.radgraph.R
 The input is cut into chunks: a JSONL file into runs of whole lines of about :data:`CHUNK_BYTES`,
 a JSON document (parsed once, in this process) into runs of :data:`CHUNK_REPORTS` reports. A chunk
 is read by :func:`read_chunk`: each report is validated and added to a
-:class:`~kg.report_batch.ReportBatch` (:func:`kg.radgraph.add_report`), which becomes one Arrow
+:class:`~kg.report_batch.ReportBatch` (:func:`kg.radgraph.add_raw_report`), which becomes one Arrow
 batch. With ``workers`` > 1 the chunks are read by a pool of processes, at most
 ``2 × workers`` chunks in flight, and their batches come back in input order; the store writer
 (:func:`kg.build.build_store`) inserts one while the next are read.
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kg.errors import InputError
-from kg.radgraph import add_report, document_records, duplicate_id_error, is_jsonl, jsonl_line_records
+from kg.radgraph import add_raw_report, document_records, duplicate_id_error, is_jsonl, jsonl_line_records
 from kg.report_batch import ArrowBatch, ReportBatch
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def read_chunk(
                 raise raw
             if report_id in first_seen:
                 raise duplicate_id_error(report_id, first_seen[report_id], where)
-            add_report(batch, report_id, raw, labeler=labeler, file=where)
+            add_raw_report(batch, report_id, raw, labeler=labeler, file=where)
         except InputError as err:
             if not skip_invalid:
                 return ChunkResult(None, report_ids, errors, err)

@@ -17,7 +17,7 @@ import kg.radgraph_batches as radgraph_batches
 from kg.build import build_store
 from kg.errors import InputError
 from kg.normalize import report_triplets
-from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader, add_report, parse_report
+from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader, add_raw_report, parse_report
 from kg.report_batch import ReportBatch
 from kg.store import CORE_TABLES
 
@@ -100,7 +100,7 @@ def test_report_triplets_keep_the_order_of_first_mention() -> None:
         },
     }
     batch = ReportBatch()
-    add_report(batch, "r", raw)
+    add_raw_report(batch, "r", raw)
     rows = batch.to_arrow("negate")["report_triplets"].to_pylist()
     assert [(row["head"], row["relation"], row["tail"]) for row in rows] == [
         ("effusion", "located_at", "left"),  # mentioned twice ("effusions , left"), stored once, first
@@ -204,12 +204,12 @@ def test_fast_path_accepts_and_rejects_exactly_what_parse_report_does(case: str)
         [record] = parse_report("r", raw, file="f")
     except InputError as expected:
         with pytest.raises(InputError) as err:
-            add_report(fast, "r", raw, file="f")
+            add_raw_report(fast, "r", raw, file="f")
         assert _error_key(err.value) == _error_key(expected)
         assert fast.n_reports == 0  # nothing half-added
         return
     checked.add_record(record)
-    add_report(fast, "r", raw, file="f")
+    add_raw_report(fast, "r", raw, file="f")
     assert {k: t.to_pylist() for k, t in fast.to_arrow("negate").items()} == {
         k: t.to_pylist() for k, t in checked.to_arrow("negate").items()}
 
@@ -228,7 +228,7 @@ def test_a_relation_to_an_entity_the_record_lacks_is_stored_without_a_triplet(tm
 
 def test_empty_entity_set_is_a_report_without_triplets() -> None:
     batch = ReportBatch()
-    add_report(batch, "r", {"text": "Normal chest .", "entities": {}})
+    add_raw_report(batch, "r", {"text": "Normal chest .", "entities": {}})
     tables = batch.to_arrow("negate")
     assert tables["reports"].num_rows == 1
     assert tables["entities"].num_rows == tables["report_triplets"].num_rows == 0
