@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from kg.motor_json import MotorStudy, export_motor_annotation, label_names
+from kg.label_schema import chexpert_names
+from kg.motor_json import MotorStudy, export_motor_annotation
 from kg.store import atomic_build
 from pipelines.builders import build_mimic_cxr, write_dataset
 
@@ -53,7 +54,7 @@ def _write_gz(path: Path, header: list[str], rows: list[list[str]]) -> None:
 def make_tree(root: Path, n: int, rng: random.Random) -> None:
     """An invented MIMIC-CXR-like tree of ``n`` studies under ``root``."""
     split_rows, meta_rows, label_rows = [], [], []
-    names = list(label_names())
+    names = list(chexpert_names())
     for i in range(n):
         subject, study = str(10_000_000 + i // 4), str(50_000_000 + i)
         folder = root / "files" / f"p{subject[:2]}" / f"p{subject}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kg.label_schema import GK_NORMAL, NO_FINDING
 from kg.lexicon import ANAT, LOCATION, MOD, OBS, Lexicon, Term
 from kg.records import Entity
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 PRESENT, ABSENT, UNCERTAIN = 1, 0, -1
 _OBS_LABELS = {PRESENT: "OBS-DP", ABSENT: "OBS-DA", UNCERTAIN: "OBS-U"}
 #: label columns computed from all other columns, never set by a mention
-COMPUTED_COLUMNS = frozenset({"No Finding", "gk:normal"})
+COMPUTED_COLUMNS = frozenset({NO_FINDING, GK_NORMAL})
 _COORDINATION = frozenset({"and", "or", ",", "/", "and/or"})
 _MAX_MODIFIER_GAP = 2
 _MAX_LEFT_GAP = 3

@@ -45,17 +45,13 @@ from kg.atomic import write_atomic
 from kg.errors import InputError
 from kg.extract import Extraction, Extractor, cached_extractor, annotate_reports
 from kg.extract_graph import ABSENT, PRESENT, UNCERTAIN, Mention
+from kg.label_schema import GK_NORMAL, NO_FINDING, is_no_finding
 from kg.lexicon import Lexicon, load_lexicon
 from kg.reports_io import RawReport, ReadStats
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-NO_FINDING = "No Finding"
-SUPPORT_DEVICES = "Support Devices"
-GK_NORMAL = "gk:normal"
-GK_FOREIGN_OBJECT = "gk:foreign_object"
 
 
 def label_columns(lexicon: Lexicon | None = None) -> list[str]:
@@ -91,7 +87,7 @@ def aggregate(mentions: Iterable[Mention], columns: list[str]) -> dict[str, floa
             labels[column] = float(ABSENT)
     found = {c for c, seen in values.items() if seen & {PRESENT, UNCERTAIN}}
     if NO_FINDING in labels:
-        labels[NO_FINDING] = math.nan if found - {SUPPORT_DEVICES, GK_FOREIGN_OBJECT} else 1.0
+        labels[NO_FINDING] = 1.0 if is_no_finding(found) else math.nan
     if GK_NORMAL in labels:
         labels[GK_NORMAL] = math.nan if found else 1.0
     return labels

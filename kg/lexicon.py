@@ -30,6 +30,7 @@ import yaml
 from graphs import LABELS, graph_file
 from kg.errors import InputError
 from kg.gk import ORGAN, ROOT, load_gk
+from kg.label_schema import ChexpertClass, load_chexpert_classes
 
 RADIOLOGY_LEXICON = "radiology_lexicon.yaml"
 
@@ -51,23 +52,6 @@ _NEGATION_OPENERS = ("no ", "without ", "negative for ")
 
 class LexiconError(InputError):
     """A lexicon data file breaks the schema (unknown concept, group or term, conflicting kinds)."""
-
-
-@dataclass(frozen=True)
-class ChexpertClass:
-    """One CheXpert class of ``graphs/labels.yaml``.
-
-    Attributes:
-        name: class name as CheXpert writes it (``"Pleural Effusion"``), also its label column.
-        prompt: text encoded for text-based multi-label classification.
-        gk: GK finding ids whose mention implies the class.
-        terms: extra surface forms of the class.
-    """
-
-    name: str
-    prompt: str
-    gk: tuple[str, ...]
-    terms: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -143,32 +127,6 @@ class Lexicon:
 
 
 # ---------------------------------------------------------------------------- loading
-def load_chexpert_classes(path: str | Path | None = None) -> list[ChexpertClass]:
-    """The CheXpert classes of ``graphs/labels.yaml`` (or ``path``) in file order."""
-    source = Path(path) if path is not None else graph_file(LABELS)
-    data = _read_yaml(source)
-    entries = data.get("chexpert") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise LexiconError("expected a non-empty 'chexpert' list", file=source, field="chexpert")
-    classes = []
-    for i, raw in enumerate(entries):
-        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"].strip():
-            raise LexiconError("each class needs a 'name'", file=source, record=f"chexpert[{i}]", field="name")
-        name = raw["name"].strip()
-        classes.append(
-            ChexpertClass(
-                name=name,
-                prompt=str(raw.get("prompt") or name.lower()),
-                gk=_strings(raw.get("gk"), source, name, "gk"),
-                terms=_strings(raw.get("terms"), source, name, "terms"),
-            )
-        )
-    names = [c.name for c in classes]
-    if len(set(names)) != len(names):
-        raise LexiconError("duplicate class names", file=source, field="chexpert")
-    return classes
-
-
 @functools.lru_cache(maxsize=8)
 def load_lexicon(
     gk_path: str | Path | None = None,

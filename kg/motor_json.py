@@ -43,13 +43,12 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kg.atomic import write_json_atomic
 from kg.errors import InputError
-from kg.lexicon import load_chexpert_classes
+from kg.label_schema import chexpert_names
 from kg.store import created_by, open_store, read_metadata
 
 if TYPE_CHECKING:
@@ -265,8 +264,8 @@ def export_motor_annotation(
         if study.id in seen:
             raise InputError("duplicate study id", record=f"{number} (id {study.id})", field="id")
         seen.add(study.id)
-        if study.labels is not None and len(study.labels) != len(label_names()):
-            raise InputError(f"expected {len(label_names())} CheXpert labels, got {len(study.labels)}",
+        if study.labels is not None and len(study.labels) != len(chexpert_names()):
+            raise InputError(f"expected {len(chexpert_names())} CheXpert labels, got {len(study.labels)}",
                              record=study.id, field="labels")
     store = Path(store)
     con = open_store(store)
@@ -307,7 +306,7 @@ def export_motor_annotation(
                   "options": store_meta.get("options")},
         "input": source or {},
         "options": {"max_triplets": max_triplets, "uncertain": uncertain, "label_backend": label_backend},
-        "label_order": list(label_names()),
+        "label_order": list(chexpert_names()),
         "label_coding": {"positive": 1, "negative": 0, "not_mentioned": 0,
                          "uncertain": {"negative": 0, "positive": 1, "ignore": -1}[uncertain]},
         "triplet_order": TRIPLET_ORDER,
@@ -317,12 +316,6 @@ def export_motor_annotation(
     write_json_atomic(out, [grouped], ensure_ascii=False)
     write_json_atomic(summary.meta, meta, indent=1, ensure_ascii=False)
     return summary
-
-
-@lru_cache(maxsize=1)
-def label_names() -> tuple[str, ...]:
-    """The CheXpert class names in ``label_index`` order (``graphs/labels.yaml``)."""
-    return tuple(c.name for c in load_chexpert_classes())
 
 
 def read_motor_annotation(path: str | os.PathLike) -> dict[str, list[MotorEntry]]:
@@ -375,7 +368,7 @@ def _parse_entry(item: Any, path: Path, record: str) -> MotorEntry:
     if not isinstance(report, str):
         raise InputError(f"must be a string, got {report!r:.60}", file=path, record=record, field="report")
     labels = item.get("label_index")
-    size = len(label_names())
+    size = len(chexpert_names())
     if (not isinstance(labels, list) or len(labels) != size
             or not all(isinstance(v, int) and not isinstance(v, bool) and v in (1, 0, -1) for v in labels)):
         raise InputError(f"must be {size} integers (1, 0 or -1), got {labels!r:.80}", file=path, record=record,

@@ -41,7 +41,7 @@ class DiagnosisHead(nn.Module):
         unmentioned: str | None = None,
     ) -> None:
         super().__init__()
-        from kg.lexicon import load_chexpert_classes
+        from kg.label_schema import load_chexpert_classes
 
         self.image_encoder = motor.image_encoder
         self.num_labels = num_labels or len(load_chexpert_classes(motor.config.labels_file))

@@ -93,7 +93,7 @@ class MotorModel(nn.Module):
     def __init__(self, config: MotorConfig, tokenizer: Any) -> None:
         super().__init__()
         from kg.gk import load_gk
-        from kg.lexicon import load_chexpert_classes
+        from kg.label_schema import load_chexpert_classes
 
         self.config = config
         self.tokenizer = tokenizer

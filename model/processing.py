@@ -41,7 +41,7 @@ class MotorCollator:
         std: float | Sequence[float] = 0.5,
         labels_file: str | None = None,
     ) -> None:
-        from kg.lexicon import load_chexpert_classes
+        from kg.label_schema import load_chexpert_classes
 
         self.tokenizer = tokenizer
         self.max_len = max_len

@@ -285,7 +285,7 @@ class DiagnosisTask(Task):
     name = "diagnosis"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from kg.lexicon import load_chexpert_classes
+        from kg.label_schema import load_chexpert_classes
         from model.heads import DiagnosisHead
 
         super().__init__(*args, **kwargs)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kg.gk import load_gk
-from kg.lexicon import load_chexpert_classes
+from kg.label_schema import load_chexpert_classes
 from model import MotorCollator, MotorConfig, train_tokenizer
 
 BATCH = 4

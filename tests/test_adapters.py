@@ -27,7 +27,7 @@ from pipelines.data.adapters import (
     seeded_splits,
 )
 from pipelines.data.datasets import ImageReportDataset, VQADataset
-from pipelines.data.labels import label_schema
+from kg.label_schema import label_schema
 from pipelines.data.manifest import read_manifest, read_vqa_manifest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "adapters"

@@ -28,7 +28,7 @@ from pipelines.builders import (
 from pipelines.builders.mimic_cxr import section_report
 from pipelines.cli import main
 from pipelines.data.adapters import from_r2gen_annotation
-from pipelines.data.labels import label_schema
+from kg.label_schema import label_schema
 from pipelines.data.manifest import read_manifest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -250,7 +250,7 @@ def test_gk_attention_maps_for_visualisation(tokenizer):
 
 
 def test_label_prompts_are_tokenised_once_at_init(tokenizer):
-    from kg.lexicon import load_chexpert_classes
+    from kg.label_schema import load_chexpert_classes
 
     model = build_model(tiny_config("full"), tokenizer)
     prompts = [c.prompt for c in load_chexpert_classes()]

@@ -13,12 +13,12 @@ import pytest
 
 from kg.cli import main as kg_main
 from kg.errors import InputError
+from kg.label_schema import chexpert_names
 from kg.motor_json import (
     MotorEntry,
     MotorStudy,
     export_motor_annotation,
     label_index,
-    label_names,
     meta_path,
     read_motor_annotation,
     study_triplets,
@@ -41,7 +41,7 @@ TRIPLETS = [
 # "effusion located at pleural" is dropped; ties alphabetical.
 EXPECTED_100 = ["effusion located at pleural", "small modify effusion", "opacity located at lung",
                 "atelectasis located at base", "no pneumothorax located at lung"]
-N_LABELS = len(label_names())
+N_LABELS = len(chexpert_names())
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def store(tmp_path: Path) -> Path:
 
 
 def labels(**values: int | None) -> list[int | None]:
-    return [values.get(name.replace(" ", "_")) for name in label_names()]
+    return [values.get(name.replace(" ", "_")) for name in chexpert_names()]
 
 
 def studies() -> list[MotorStudy]:
@@ -101,15 +101,15 @@ def test_export_layout_is_the_reference_layout(store: Path, tmp_path: Path) -> N
     assert entry["id"] == "100" and entry["image_path"] == ["a/1.png", "a/2.png"]
     assert entry["triplet"] == EXPECTED_100  # found through the "s<id>" store name
     expected = [0] * N_LABELS
-    expected[label_names().index("Pleural Effusion")] = 1
-    expected[label_names().index("Edema")] = 1  # uncertain, policy positive
+    expected[chexpert_names().index("Pleural Effusion")] = 1
+    expected[chexpert_names().index("Edema")] = 1  # uncertain, policy positive
     assert entry["label_index"] == expected
     assert data[0]["val"][0]["triplet"] == []
     assert summary.without_knowledge == 1 and summary.studies == {"train": 1, "val": 1, "test": 1}
     meta = json.loads(meta_path(out).read_text())
     assert meta_path(out).name == "motor_knowledge.meta.json"
     assert meta["options"] == {"max_triplets": 20, "uncertain": "positive", "label_backend": "rules"}
-    assert meta["label_order"] == list(label_names())
+    assert meta["label_order"] == list(chexpert_names())
     assert meta["counts"]["without_knowledge"] == 1 and meta["counts"]["labels_from_input"] == 3
 
 
@@ -120,10 +120,10 @@ def test_round_trip_and_determinism(store: Path, tmp_path: Path) -> None:
     export_motor_annotation(store, studies(), out, max_triplets=3, uncertain="ignore")
     assert out.read_bytes() == first
     read = read_motor_annotation(out)
-    edema = label_names().index("Edema")
+    edema = chexpert_names().index("Edema")
     assert read["train"] == [MotorEntry("100", ["a/1.png", "a/2.png"], "Small effusion.", EXPECTED_100[:3],
                                         [-1 if i == edema else 1 if name == "Pleural Effusion" else 0
-                                         for i, name in enumerate(label_names())])]
+                                         for i, name in enumerate(chexpert_names())])]
     assert [e.id for e in read["test"]] == ["200"] and [e.id for e in read["val"]] == ["300"]
 
 
@@ -133,11 +133,11 @@ def test_studies_without_labels_are_labelled_from_their_report(store: Path, tmp_
     summary = export_motor_annotation(store, unlabelled, tmp_path / "k.json")
     assert summary.labels_from_text == 2
     first, second = read_motor_annotation(tmp_path / "k.json")["train"]
-    assert first.label_index[label_names().index("Cardiomegaly")] == 1
-    assert first.label_index[label_names().index("Pleural Effusion")] == 0
+    assert first.label_index[chexpert_names().index("Cardiomegaly")] == 1
+    assert first.label_index[chexpert_names().index("Pleural Effusion")] == 0
     assert sum(first.label_index) == 1
     # Only a negated finding: CheXpert's rule makes it "No Finding".
-    assert second.label_index == [int(name == "No Finding") for name in label_names()]
+    assert second.label_index == [int(name == "No Finding") for name in chexpert_names()]
 
 
 def test_failed_export_leaves_the_old_file(store: Path, tmp_path: Path) -> None:

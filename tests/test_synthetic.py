@@ -24,7 +24,7 @@ from kg.radgraph import RadGraphReader
 from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
 from pipelines.cli import main as motor
 from pipelines.data import synthetic
-from pipelines.data.labels import label_schema
+from kg.label_schema import label_schema
 from pipelines.data.manifest import read_manifest, read_vqa_manifest
 from pipelines.data.render import render_scene
 from pipelines.data.scene import Scene, sample_scene, study_rng

@@ -26,7 +26,7 @@ from kg.errors import InputError
 from pipelines.builders.common import DatasetBuild, one_line
 from pipelines.builders.r2gen import R2GenEntry, read_r2gen_annotation
 from pipelines.data.adapters import IU_SPLIT_FRACTIONS, from_iu_xray_csv
-from pipelines.data.labels import label_schema
+from kg.label_schema import label_schema
 from pipelines.data.manifest import ManifestRecord
 
 FILTERS = ("invalid_or_empty_report", "image_missing")

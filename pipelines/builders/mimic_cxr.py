@@ -42,7 +42,7 @@ from kg.errors import InputError
 from kg.reports_io import report_text, split_sections
 from pipelines.builders.common import DatasetBuild, one_line, read_csv_rows
 from pipelines.builders.r2gen import R2GenEntry
-from pipelines.data.labels import LabelValue, label_schema
+from kg.label_schema import LabelValue, label_schema
 from pipelines.data.manifest import ManifestRecord
 
 CSV_NAMES = {

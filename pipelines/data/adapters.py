@@ -45,7 +45,7 @@ import numpy as np
 
 from kg.errors import InputError
 from kg.mesh import MeshMapping, load_mesh_mapping
-from pipelines.data.labels import LabelValue, label_schema
+from kg.label_schema import LabelValue, label_schema
 from pipelines.data.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 
 Row = TypeVar("Row", ManifestRecord, VQARecord)

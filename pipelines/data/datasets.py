@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from kg.errors import InputError
-from pipelines.data.labels import label_schema
+from kg.label_schema import label_schema
 from pipelines.data.manifest import SPLITS, ManifestRecord, VQARecord, read_manifest, read_vqa_manifest
 from pipelines.data.transforms import AugmentConfig, build_transform
 

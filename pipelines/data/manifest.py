@@ -30,7 +30,7 @@ from typing import Any
 
 from kg.atomic import write_text_atomic
 from kg.errors import InputError
-from pipelines.data.labels import LabelValue, label_schema
+from kg.label_schema import LabelValue, label_schema
 
 SPLITS = ("train", "val", "test")
 ANSWER_TYPES = ("closed", "open")

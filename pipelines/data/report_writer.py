@@ -33,7 +33,7 @@ from pipelines.data.phrasebook import (
     SECTIONS,
     check_phrasebook,
 )
-from pipelines.data.labels import gk_finding_ids
+from kg.label_schema import gk_finding_ids
 from pipelines.data.scene import FindingInstance, Scene, pneumonia_sign
 
 _SPAN = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")

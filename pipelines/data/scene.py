@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.data.labels import gk_finding_ids
+from kg.label_schema import gk_finding_ids
 
 SIDES = ("right", "left")
 ZONES = ("upper", "middle", "lower")

@@ -35,7 +35,8 @@ import numpy as np
 
 from kg.atomic import has_format_marker, replace_directory, write_text_atomic
 from kg.errors import InputError
-from pipelines.data.labels import LabelValue, chexpert_from_mentions, gk_truth, label_schema
+from kg.label_schema import LabelValue, label_schema
+from pipelines.data.labels import chexpert_from_mentions, gk_truth
 from pipelines.data.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 from pipelines.data.render import render_scene
 from pipelines.data.report_writer import WrittenReport, write_report

@@ -21,28 +21,17 @@ ratio (nothing predicted, nothing to find) counts as 0, scikit-learn's ``zero_di
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from kg.errors import InputError
+from kg.label_schema import chexpert_names
 from pipelines.metrics._arrays import as_float_array
 from pipelines.metrics.classification import check_label_values
 
 POLICIES = ("uncertain_negative", "uncertain_positive")
 _AVERAGES = {"micro": "micro", "macro": "macro", "example": "samples"}
-
-
-@lru_cache(maxsize=1)
-def chexpert_names() -> tuple[str, ...]:
-    """The 14 CheXpert class names in the project's label order (``graphs/labels.yaml``)."""
-    import yaml
-
-    from graphs import LABELS, graph_file
-
-    with open(graph_file(LABELS), encoding="utf-8") as handle:
-        return tuple(entry["name"] for entry in yaml.safe_load(handle)["chexpert"])
 
 
 def binarize_labels(labels: np.ndarray, policy: str) -> np.ndarray:
