@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 
 from kg.errors import InputError
+from model.variants import KNOWLEDGE_VARIANTS, knowledge_variant
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-KNOWLEDGE_VARIANTS = ("none", "gk", "sk", "gk+sk", "full")
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
 UNMENTIONED_POLICIES = ("negative", "ignore")
 
@@ -133,8 +133,7 @@ class MotorConfig:
         self._validate()
 
     def _validate(self) -> None:
-        if self.knowledge not in KNOWLEDGE_VARIANTS:
-            raise InputError(f"must be one of {', '.join(KNOWLEDGE_VARIANTS)}; got {self.knowledge!r}", field="knowledge")
+        knowledge_variant(self.knowledge)
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
         if self.unmentioned not in UNMENTIONED_POLICIES:
@@ -181,17 +180,17 @@ class MotorConfig:
     @property
     def uses_gk(self) -> bool:
         """Whether the GK encoder and GK-image encoder exist."""
-        return self.knowledge in ("gk", "gk+sk", "full")
+        return knowledge_variant(self.knowledge).gk
 
     @property
     def uses_sk(self) -> bool:
         """Whether the SK encoder, SK-image encoder and report queue exist."""
-        return self.knowledge in ("sk", "gk+sk", "full")
+        return knowledge_variant(self.knowledge).sk
 
     @property
     def uses_mlc(self) -> bool:
         """Whether text-based multi-label classification (Eq. 7–9) is trained."""
-        return self.knowledge == "full"
+        return knowledge_variant(self.knowledge).mlc
 
     @property
     def num_patches(self) -> int:

@@ -20,19 +20,12 @@ import yaml
 
 from kg.atomic import write_atomic, write_text_atomic
 from kg.errors import InputError
+from model.variants import KNOWLEDGE_VARIANTS, knowledge_variant
 from pipelines.config import PretrainConfig, dump_config, to_dict
 from pipelines.distributed import DistributedContext
 from pipelines.prepare import prepare_data
 from pipelines.run_bundle import RunResult, describe_file
 
-#: Knowledge switch → which of GK, SK and MLC it enables (paper, Table 1).
-VARIANTS: dict[str, tuple[bool, bool, bool]] = {
-    "none": (False, False, False),
-    "gk": (True, False, False),
-    "sk": (False, True, False),
-    "gk+sk": (True, True, False),
-    "full": (True, True, True),
-}
 KS = (1, 5, 10)
 
 
@@ -44,10 +37,10 @@ def parse_variants(text: str) -> list[str]:
     """
     names = [name.strip() for name in text.split(",") if name.strip()]
     for name in names:
-        if name not in VARIANTS:
-            raise InputError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}", field="--variants")
+        if name not in KNOWLEDGE_VARIANTS:
+            raise InputError(f"unknown variant {name!r}; choose from {', '.join(KNOWLEDGE_VARIANTS)}", field="--variants")
     if not names or len(set(names)) != len(names):
-        raise InputError(f"give each variant once, e.g. {','.join(VARIANTS)}; got {text!r}", field="--variants")
+        raise InputError(f"give each variant once, e.g. {','.join(KNOWLEDGE_VARIANTS)}; got {text!r}", field="--variants")
     return names
 
 
@@ -146,7 +139,8 @@ def ablation_table(results: dict[str, dict[str, Any]]) -> str:
     header = ["Variant", "GK", "SK", "MLC"] + [f"Report R@{k}" for k in KS] + [f"Image R@{k}" for k in KS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":-:", ":-:", ":-:"] + ["--:"] * 6) + "|"]
     for variant, retrieval in results.items():
-        marks = ["✓" if on else "" for on in VARIANTS[variant]]
+        switches = knowledge_variant(variant)
+        marks = ["✓" if on else "" for on in (switches.gk, switches.sk, switches.mlc)]
         recalls = [100 * retrieval["itc"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
         lines.append("| " + " | ".join([variant, *marks, *(f"{value:.1f}" for value in recalls)]) + " |")
     some = next(iter(results.values()))

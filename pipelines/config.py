@@ -32,6 +32,7 @@ from kg.errors import InputError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "constant")
+#: The downstream tasks, in the order the documentation and the demo list them.
 TASKS = ("retrieval", "generation", "diagnosis", "vqa")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -449,8 +450,9 @@ def resolve_model_config(model: dict[str, Any], *, base: Any = None) -> Any:
     Raises:
         InputError: an unknown MotorConfig field or a value the model config rejects.
     """
-    from model.config import MotorConfig
+    from model.registry import DEFAULT_METHOD, get_method
 
+    MotorConfig = get_method(DEFAULT_METHOD).config_class()
     overrides = dict(model)
     preset = overrides.pop("preset", None)
     if base is None:

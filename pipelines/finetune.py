@@ -113,8 +113,9 @@ def load_motor(source: Source, overrides: dict[str, Any] | None = None, device: 
     Raises:
         InputError: an override changes the architecture, so the weights no longer fit.
     """
-    from model.motor import MotorModel
+    from model.registry import DEFAULT_METHOD, get_method
 
+    MotorModel = get_method(DEFAULT_METHOD).model_class()
     motor = MotorModel.from_pretrained(source.model_dir)
     if overrides:
         config = resolve_model_config(overrides, base=motor.config)

@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from model.variants import knowledge_variant
 
-#: Knowledge switches whose model reads SK sentences.
-SK_VARIANTS = ("sk", "gk+sk", "full")
 STORE_NAME = "sk.duckdb"
 
 
 def uses_sk(knowledge: str) -> bool:
     """Whether the knowledge switch ``knowledge`` has an SK path."""
-    return knowledge in SK_VARIANTS
+    return knowledge_variant(knowledge).sk
 
 
 @dataclass

@@ -129,10 +129,10 @@ def pretrain(
             store_path, [sid for sid, _ in studies], max_tokens=config.knowledge.sk_max_tokens - 2, tokenizer=tokenizer
         )
 
-    from model.motor import build_model
+    from model.registry import DEFAULT_METHOD, get_method
 
     seed_everything(config.train.seed)
-    model = build_model(model_config, tokenizer)
+    model = get_method(DEFAULT_METHOD).build(model_config, tokenizer)
     collate = make_collator(tokenizer, model_config)
     validate = None
     val_studies = load_split(manifest, "val", model_config, config.data.missing)

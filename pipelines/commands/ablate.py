@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from model.variants import KNOWLEDGE_VARIANTS
 from pipelines.commands.pretrain import add_config_arguments
 
 DESCRIPTION = """\
@@ -29,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(parser, "pretrain_tiny")
-    parser.add_argument("--variants", default="none,gk,sk,gk+sk,full",
-                        help="comma-separated knowledge variants (default: none,gk,sk,gk+sk,full)")
+    parser.add_argument("--variants", default=",".join(KNOWLEDGE_VARIANTS),
+                        help=f"comma-separated knowledge variants (default: {','.join(KNOWLEDGE_VARIANTS)})")
     parser.add_argument("--out", metavar="DIR", default="runs/ablation", help="output directory (default: runs/ablation)")
     parser.set_defaults(func=run)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from model.variants import KNOWLEDGE_VARIANTS
+
 DESCRIPTION = """\
 Pretrain MOTOR from a YAML config (default: the shipped tiny CPU config), with command-line
 overrides. Without --data the embedded synthetic set is generated into the run directory.
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain", help="pretrain MOTOR", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser, "pretrain_tiny")
-    parser.add_argument("--knowledge", choices=("none", "gk", "sk", "gk+sk", "full"),
+    parser.add_argument("--knowledge", choices=KNOWLEDGE_VARIANTS,
                         help="knowledge switch (overrides model.knowledge)")
     parser.add_argument("--out", metavar="RUN_DIR", default="runs/pretrain", help="run directory (default: runs/pretrain)")
     parser.add_argument("--resume", metavar="RUN_DIR|auto",

@@ -1,0 +1,62 @@
+"""The knowledge variants of MOTOR (the paper's Table 1): the one list of knowledge switches.
+
+The model config validates ``knowledge`` against it and derives its switches from it, the SK
+preparation asks it whether a variant reads SK sentences, the ablation takes its check marks and
+default order from it, and the command line offers its names as choices.
+
+=========  ====  ====  ====
+variant    GK    SK    MLC
+=========  ====  ====  ====
+``none``
+``gk``     ✓
+``sk``           ✓
+``gk+sk``  ✓     ✓
+``full``   ✓     ✓     ✓
+=========  ====  ====  ====
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kg.errors import InputError
+
+
+@dataclass(frozen=True)
+class KnowledgeVariant:
+    """One knowledge switch and the paths it enables.
+
+    Attributes:
+        name: the switch as configs and the command line write it (``"gk+sk"``).
+        gk: the GK encoder and GK-image encoder exist.
+        sk: the SK encoder, SK-image encoder and report queue exist (SK sentences are read).
+        mlc: text-based multi-label classification (Eq. 7–9) is trained.
+    """
+
+    name: str
+    gk: bool
+    sk: bool
+    mlc: bool
+
+
+#: Every knowledge variant, in the order of the paper's Table 1.
+VARIANTS: tuple[KnowledgeVariant, ...] = (
+    KnowledgeVariant("none", gk=False, sk=False, mlc=False),
+    KnowledgeVariant("gk", gk=True, sk=False, mlc=False),
+    KnowledgeVariant("sk", gk=False, sk=True, mlc=False),
+    KnowledgeVariant("gk+sk", gk=True, sk=True, mlc=False),
+    KnowledgeVariant("full", gk=True, sk=True, mlc=True),
+)
+KNOWLEDGE_VARIANTS: tuple[str, ...] = tuple(v.name for v in VARIANTS)
+_BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def knowledge_variant(name: str, field: str = "knowledge") -> KnowledgeVariant:
+    """The variant called ``name``.
+
+    Raises:
+        InputError: ``name`` is not a variant (naming ``field`` and the choices).
+    """
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise InputError(f"must be one of {', '.join(KNOWLEDGE_VARIANTS)}; got {name!r}", field=field) from None
