@@ -25,7 +25,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,25 +37,28 @@ from torch.utils.data import Dataset
 
 from kg.atomic import write_atomic
 from kg.errors import InputError
-from pipelines.checkpoint import CHECKPOINTS_DIR
 from pipelines.config import EvalConfig, FinetuneConfig, resolve_model_config, to_dict
-from pipelines.distributed import DistributedContext, barrier, init_distributed
-from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences
+from pipelines.distributed import DistributedContext, barrier
 from pipelines.loop import fit
 from pipelines.prepare import (
-    RADGRAPH_NAME,
     VQA_MANIFEST_NAME,
     companion_file,
     find_manifest,
     keeps_thread_count,
-    make_deterministic,
     prepare_data,
     seed_everything,
 )
+from pipelines.run import (
+    MODEL_DIR,
+    RunContext,
+    checkpoint_summary,
+    load_chosen_weights,
+    start_run,
+    training_sk_sentences,
+    training_summary,
+)
 from pipelines.run_bundle import RunResult, describe_file
 from pipelines.samples import MotorSamples, study_texts
-
-MODEL_DIR = "model"
 HEAD_FILE = "head.safetensors"
 ANSWERS_FILE = "answers.json"
 RECALL_COLUMNS = {f"{d}_R@{k}": f"{name} R@{k}" for d, name in (("i2t", "Report"), ("t2i", "Image")) for k in (1, 5, 10)}
@@ -435,21 +437,15 @@ def task_manifest(source: Source, config_manifest: str | None, run_dir: Path, da
     return prepare_data(dataclasses.replace(data, manifest=None), run_dir, image_size, ctx)
 
 
-def _retrieval_sk_sentences(
-    task: Task, source: Source, run_dir: Path, ctx: DistributedContext, *, reuse_store: bool
-) -> dict[str, str]:
+def _retrieval_sk_sentences(task: Task, source: Source, run: RunContext, *, reuse_store: bool) -> dict[str, str]:
     """SK sentences of the training studies, from the source run's store (``reuse_store``: the
     data is the data it was built from) or a new one built from this training split."""
-    studies = study_texts(task.splits["train"].studies)
     store = source.recorded("knowledge_store") if reuse_store else None
-    if store is None:
-        store = run_dir / "knowledge" / STORE_NAME
-        if ctx.is_main:
-            build_training_store(studies, store, radgraph_path=companion_file(task.manifest, RADGRAPH_NAME))
-        barrier()
-    # The collator adds [CLS] and [SEP]: leave room for them in the SK budget.
-    budget = task.motor.config.sk_max_len - 2
-    return sk_sentences(store, [sid for sid, _ in studies], max_tokens=budget, tokenizer=task.motor.tokenizer)
+    sentences, _ = training_sk_sentences(
+        study_texts(task.splits["train"].studies), task.manifest, run,
+        max_tokens=task.motor.config.sk_max_len, tokenizer=task.motor.tokenizer, store=store,
+    )
+    return sentences
 
 
 @keeps_thread_count
@@ -473,17 +469,10 @@ def finetune(
     """
     if config.init_from is None:
         raise InputError("no pretrained model: pass --from RUN_DIR or a saved model directory", field="init_from")
-    run_dir = Path(run_dir)
-    ctx = init_distributed(config.train.device)
-    say = echo if echo is not None and ctx.is_main else (lambda message: None)
     source = resolve_source(config.init_from)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / CHECKPOINTS_DIR).exists():
-            shutil.rmtree(run_dir / CHECKPOINTS_DIR)
-    barrier()
-    make_deterministic(config.train.deterministic, ctx.device)
-    seed_everything(config.train.seed)
+    run = start_run(run_dir, config.train.device, seed=config.train.seed, deterministic=config.train.deterministic,
+                    echo=echo)
+    run_dir, ctx, say = run.run_dir, run.ctx, run.say
     motor = load_motor(source, config.model, ctx.device)
     manifest = task_manifest(source, config.data.manifest, run_dir, config.data, motor.config.image_size, ctx)
     task = make_task(config.task, motor, manifest, config.eval, ctx.device, missing=config.data.missing,
@@ -496,7 +485,7 @@ def finetune(
         if motor.config.uses_sk:
             task.splits["train"] = MotorSamples(
                 task.splits["train"].studies,
-                _retrieval_sk_sentences(task, source, run_dir, ctx, reuse_store=config.data.manifest is None),
+                _retrieval_sk_sentences(task, source, run, reuse_store=config.data.manifest is None),
             )
         if config.eval.zero_shot and ctx.is_main:
             metrics["zero_shot"] = task.evaluate(task.splits["test"])
@@ -514,11 +503,7 @@ def finetune(
         desc=f"finetune {config.task}",
     )
     elapsed = time.perf_counter() - started
-    chosen = fitted.chosen_checkpoint or fitted.final_checkpoint
-    if chosen != fitted.final_checkpoint:
-        from safetensors.torch import load_model
-
-        load_model(task.module, str(chosen / "model.safetensors"), strict=True, device=str(ctx.device))
+    load_chosen_weights(task.module, fitted, ctx.device)
 
     result = RunResult(kind="finetune", config=to_dict(config), seeds={"train": config.train.seed},
                        device=str(ctx.device), run_dir=run_dir)
@@ -526,21 +511,14 @@ def finetune(
         motor.save_pretrained(run_dir / MODEL_DIR)
         task.save_head(run_dir)
         metrics["test"] = task.evaluate(task.splits["test"])
-        metrics["training"] = {"steps": fitted.progress.step, "steps_per_epoch": fitted.steps_per_epoch,
-                               "samples_seen": fitted.progress.samples_seen, "seconds": elapsed,
-                               "precision": fitted.precision, "world_size": ctx.world_size}
+        metrics["training"] = training_summary(fitted, elapsed, ctx)
         metrics["validation"] = fitted.validation
         result.metrics = metrics
         result.metrics_markdown = f"# {config.task}\n\n" + task.table(metrics)
         result.data = {"manifest": describe_file(manifest), "pretrained": str(source.model_dir)}
         if isinstance(task, VQATask):
             result.data["vqa_manifest"] = describe_file(task.vqa_manifest)
-        result.checkpoints = {
-            "final": str(fitted.final_checkpoint.relative_to(run_dir)),
-            "chosen": str(chosen.relative_to(run_dir)),
-            "chosen_by": f"validation {config.task} score" if fitted.chosen_checkpoint else "final step",
-            "model": MODEL_DIR,
-        }
+        result.checkpoints = checkpoint_summary(fitted, run_dir, f"validation {config.task} score")
         result.save_to_directory(run_dir)
         say(result.metrics_markdown)
     barrier()

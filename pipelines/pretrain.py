@@ -14,35 +14,28 @@ Stages, in order (rank 0 writes, every process trains):
 """
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kg.atomic import write_text_atomic
-from pipelines.checkpoint import CHECKPOINTS_DIR, TrainingProgress
+from pipelines.checkpoint import TrainingProgress
 from pipelines.config import PretrainConfig, dump_config, resolve_model_config, to_dict
-from pipelines.distributed import DistributedContext, barrier, init_distributed
-from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences, uses_sk
+from pipelines.distributed import barrier
+from pipelines.knowledge import uses_sk
 from pipelines.loop import fit
-from pipelines.prepare import (
-    RADGRAPH_NAME,
-    companion_file,
-    keeps_thread_count,
-    make_deterministic,
-    prepare_data,
-    prepare_tokenizer,
-    seed_everything,
+from pipelines.prepare import keeps_thread_count, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.run import (
+    MODEL_DIR,
+    checkpoint_summary,
+    load_chosen_weights,
+    start_run,
+    training_sk_sentences,
+    training_summary,
 )
 from pipelines.run_bundle import RunResult, describe_file
 from pipelines.samples import MotorSamples, study_texts
-
-MODEL_DIR = "model"
-
-
-def _say(ctx: DistributedContext, echo: Callable[[str], None] | None) -> Callable[[str], None]:
-    return echo if echo is not None and ctx.is_main else (lambda message: None)
 
 
 def load_split(manifest: Path, split: str, model_config: Any, missing: str = "error") -> Any:
@@ -96,19 +89,13 @@ def pretrain(
         The :class:`RunResult` (also saved in ``run_dir``); ``result.run_dir / "model"`` is the
         pretrained model for ``motor finetune --from``.
     """
-    run_dir = Path(run_dir)
-    ctx = init_distributed(config.train.device)
-    say = _say(ctx, echo)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_from is None and (run_dir / CHECKPOINTS_DIR).exists():
-            # A fresh run must not mix its checkpoints with those of an earlier run in the same place.
-            shutil.rmtree(run_dir / CHECKPOINTS_DIR)
+    run = start_run(
+        run_dir, config.train.device, seed=config.train.seed, deterministic=config.train.deterministic,
+        fresh=resume_from is None, echo=echo,
         # Written now, not only with the bundle at the end: `--resume` of a killed run reads it.
-        write_text_atomic(run_dir / "config.yaml", dump_config(config))
-    barrier()
-    make_deterministic(config.train.deterministic, ctx.device)
-    seed_everything(config.train.seed)
+        on_main=lambda directory: write_text_atomic(directory / "config.yaml", dump_config(config)),
+    )
+    run_dir, ctx, say = run.run_dir, run.ctx, run.say
     model_config = resolve_model_config(config.model)
 
     manifest = prepare_data(config.data, run_dir, model_config.image_size, ctx)
@@ -118,15 +105,11 @@ def pretrain(
     tokenizer = prepare_tokenizer(config.tokenizer, [report for _, report in studies], run_dir, ctx)
 
     sentences: dict[str, str] = {}
-    store_path = Path(config.knowledge.store) if config.knowledge.store else run_dir / "knowledge" / STORE_NAME
+    store_path: Path | None = None
     if uses_sk(model_config.knowledge):
-        if config.knowledge.store is None and ctx.is_main:
-            stats = build_training_store(studies, store_path, radgraph_path=companion_file(manifest, RADGRAPH_NAME))
-            say(str(stats))
-        barrier()
-        # The collator adds [CLS] and [SEP]: leave room for them in the SK budget.
-        sentences = sk_sentences(
-            store_path, [sid for sid, _ in studies], max_tokens=config.knowledge.sk_max_tokens - 2, tokenizer=tokenizer
+        sentences, store_path = training_sk_sentences(
+            studies, manifest, run, max_tokens=config.knowledge.sk_max_tokens, tokenizer=tokenizer,
+            store=Path(config.knowledge.store) if config.knowledge.store else None, say=say,
         )
 
     from model.registry import DEFAULT_METHOD, get_method
@@ -163,11 +146,7 @@ def pretrain(
         desc=f"pretrain {model_config.knowledge}",
     )
     elapsed = time.perf_counter() - started
-    chosen = fitted.chosen_checkpoint or fitted.final_checkpoint
-    if chosen != fitted.final_checkpoint:
-        from safetensors.torch import load_model
-
-        load_model(model, str(chosen / "model.safetensors"), strict=True, device=str(ctx.device))
+    load_chosen_weights(model, fitted, ctx.device)
 
     result = RunResult(
         kind="pretrain",
@@ -187,27 +166,15 @@ def pretrain(
         )
         result.metrics = {
             "zero_shot_retrieval": retrieval,
-            "training": {
-                "steps": fitted.progress.step,
-                "steps_per_epoch": fitted.steps_per_epoch,
-                "samples_seen": fitted.progress.samples_seen,
-                "seconds": elapsed,
-                "precision": fitted.precision,
-                "world_size": ctx.world_size,
-            },
+            "training": training_summary(fitted, elapsed, ctx),
             "validation": fitted.validation,
         }
         result.metrics_markdown = metrics_table(
             {"zero-shot (test)": retrieval["itc"], "chance": _chance_row(retrieval)}
         )
         result.data = {"manifest": describe_file(manifest)}
-        result.checkpoints = {
-            "final": str(fitted.final_checkpoint.relative_to(run_dir)),
-            "chosen": str(chosen.relative_to(run_dir)),
-            "chosen_by": "validation zero-shot retrieval mean recall" if fitted.chosen_checkpoint else "final step",
-            "model": MODEL_DIR,
-        }
-        if uses_sk(model_config.knowledge):
+        result.checkpoints = checkpoint_summary(fitted, run_dir, "validation zero-shot retrieval mean recall")
+        if store_path is not None:
             result.data["knowledge_store"] = str(store_path)
         result.save_to_directory(run_dir)
         say(f"zero-shot retrieval on {retrieval['n']} test studies: " + _summary(retrieval))
