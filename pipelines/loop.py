@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,10 +148,76 @@ def fit(
         TrainingDiverged: the loss became non-finite.
     """
     run_dir = Path(run_dir)
-    device = ctx.device
-    module.to(device)
+    module.to(ctx.device)
+    data = _training_data(dataset, collate_fn, train, ctx, num_workers)
+    total_steps = train.max_steps if train.max_steps is not None else train.epochs * data.steps_per_epoch
+    opt = _optimisation(module, optim, train.precision, ctx.device, total_steps)
+    progress = TrainingProgress()
+    if resume_from is not None:
+        progress = load_checkpoint(
+            resume_from, module, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler, rank=ctx.rank
+        )
+    wrapped = _distributed(module, ctx, train)
+    logger = MetricsLogger(
+        run_dir, enabled=ctx.is_main, tensorboard=tensorboard, resume_step=progress.step if resume_from else None
+    )
+    checkpoints_dir = run_dir / CHECKPOINTS_DIR
+    validation: list[dict[str, float]] = list(progress.extra.get("validation", []))
+    last_saved: Path | None = None
+    bar = progress_bar(total_steps, initial=progress.step, desc=desc, enabled=show_progress and ctx.is_main)
+    window = _LossWindow()
+
+    def step_kwargs() -> dict[str, Any]:
+        return forward_kwargs(progress, data.steps_per_epoch) if forward_kwargs else {}
+
+    try:
+        for batches in _optimizer_steps(data, progress, train, total_steps):
+            window.add(_train_step(module, wrapped, batches, step_kwargs, opt, train, ctx))
+            _advance(progress, train, ctx, data.micro_batches)
+            bar.update(1)
+            final = progress.step == total_steps
+            if progress.step % train.log_every == 0 or final:
+                values = window.flush(opt.optimizer, progress, train, ctx)
+                logger.log(progress.step, values)
+                bar.set_postfix(loss=f"{values['loss']:.3f}")
+            if final or (train.checkpoint_every and progress.step % train.checkpoint_every == 0):
+                if validate is not None and train.validate:
+                    _record_validation(module, validate, progress, validation, logger, ctx)
+                last_saved = _save(module, opt, progress, checkpoints_dir, ctx, train)
+    finally:
+        bar.close()
+        logger.close()
+    if last_saved is None:
+        # Resumed from the last checkpoint of a finished run: nothing left to train.
+        last_saved = checkpoints_dir / checkpoint_name(progress.step)
+    return FitResult(
+        progress=progress,
+        steps_per_epoch=data.steps_per_epoch,
+        total_steps=total_steps,
+        final_checkpoint=last_saved,
+        chosen_checkpoint=_best_checkpoint(validation, checkpoints_dir),
+        validation=validation,
+        precision=opt.precision,
+    )
+
+
+@dataclass
+class _TrainingData:
+    """The training batches of this process and the epoch they make up."""
+
+    loader: DataLoader
+    sampler: ResumableSampler
+    generator: torch.Generator
+    micro_batches: int  # per epoch, a whole number of accumulations
+    steps_per_epoch: int
+
+
+def _training_data(
+    dataset: Dataset, collate_fn: Callable, train: TrainConfig, ctx: DistributedContext, num_workers: int
+) -> _TrainingData:
+    """The resumable loader; raises :class:`InputError` when an epoch holds no optimizer step."""
     sampler = ResumableSampler(dataset, rank=ctx.rank, world_size=ctx.world_size, seed=train.seed, shuffle=True)
-    loader_generator = torch.Generator()
+    generator = torch.Generator()
     loader = DataLoader(
         dataset,
         batch_size=train.batch_size,
@@ -159,8 +225,8 @@ def fit(
         collate_fn=collate_fn,
         num_workers=num_workers,
         drop_last=True,
-        generator=loader_generator,
-        pin_memory=device.type == "cuda",
+        generator=generator,
+        pin_memory=ctx.device.type == "cuda",
     )
     micro_batches = (sampler.num_samples // train.batch_size) // train.grad_accum * train.grad_accum
     steps_per_epoch = micro_batches // train.grad_accum
@@ -170,94 +236,146 @@ def fit(
             f"needs (batch_size {train.batch_size} x grad_accum {train.grad_accum}); lower train.batch_size",
             field="train.batch_size",
         )
-    total_steps = train.max_steps if train.max_steps is not None else train.epochs * steps_per_epoch
+    return _TrainingData(loader, sampler, generator, micro_batches, steps_per_epoch)
 
+
+@dataclass
+class _Optimisation:
+    """Optimiser, schedule, precision and loss scaler of a run (what a checkpoint restores)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    precision: str
+    scaler: torch.amp.GradScaler
+    grad_clip: float | None
+
+
+def _optimisation(module: nn.Module, optim: OptimConfig, precision: str, device: torch.device, total_steps: int) -> _Optimisation:
     optimizer = build_optimizer(module, optim)
     scheduler = build_scheduler(optimizer, optim, total_steps)
-    precision = resolve_precision(train.precision, device)
-    scaler = grad_scaler(precision, device)
-    progress = TrainingProgress()
-    if resume_from is not None:
-        progress = load_checkpoint(
-            resume_from, module, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rank=ctx.rank
-        )
-    wrapped: nn.Module = module
-    if ctx.is_distributed:
-        wrapped = nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=train.find_unused_parameters,
-        )
-    logger = MetricsLogger(
-        run_dir, enabled=ctx.is_main, tensorboard=tensorboard, resume_step=progress.step if resume_from else None
+    resolved = resolve_precision(precision, device)
+    return _Optimisation(optimizer, scheduler, resolved, grad_scaler(resolved, device), optim.grad_clip)
+
+
+def _distributed(module: nn.Module, ctx: DistributedContext, train: TrainConfig) -> nn.Module:
+    """The module the forward/backward passes call: wrapped in DDP with several processes."""
+    if not ctx.is_distributed:
+        return module
+    device = ctx.device
+    return nn.parallel.DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=train.find_unused_parameters,
     )
-    checkpoints_dir = run_dir / CHECKPOINTS_DIR
-    validation: list[dict[str, float]] = list(progress.extra.get("validation", []))
-    last_saved: Path | None = None
-    bar = progress_bar(total_steps, initial=progress.step, desc=desc, enabled=show_progress and ctx.is_main)
-    window: dict[str, torch.Tensor] = {}
-    window_steps, window_start = 0, time.perf_counter()
-    try:
-        while progress.step < total_steps:
-            sampler.set_position(progress.epoch, progress.batches_in_epoch * train.batch_size)
-            # Worker seeds depend on the epoch only, not on where a previous process stopped.
-            loader_generator.manual_seed(train.seed + progress.epoch)
-            batches = iter(loader)
-            epoch = progress.epoch
-            while progress.epoch == epoch and progress.step < total_steps:
-                module.train()
-                for micro in range(train.grad_accum):
-                    batch = to_device(next(batches), device)
-                    last = micro == train.grad_accum - 1
-                    sync = contextlib.nullcontext() if last or not ctx.is_distributed else wrapped.no_sync()
-                    with sync:
-                        with autocast(precision, device):
-                            output = wrapped(batch, **(forward_kwargs(progress, steps_per_epoch) if forward_kwargs else {}))
-                        scaler.scale(output.loss / train.grad_accum).backward()
-                    for name, value in _loss_values(output).items():
-                        window[name] = window.get(name, 0.0) + value / train.grad_accum
-                _optimizer_step(module, optimizer, scaler, optim.grad_clip)
-                scheduler.step()
-                progress.step += 1
-                progress.batches_in_epoch += train.grad_accum
-                progress.samples_seen += train.batch_size * train.grad_accum * ctx.world_size
-                if progress.batches_in_epoch >= micro_batches:
-                    progress.epoch += 1
-                    progress.batches_in_epoch = 0
-                window_steps += 1
-                bar.update(1)
-                final = progress.step == total_steps
-                if progress.step % train.log_every == 0 or final:
-                    values = _log_window(window, window_steps, window_start, optimizer, progress, train, ctx)
-                    logger.log(progress.step, values)
-                    bar.set_postfix(loss=f"{values['loss']:.3f}")
-                    window, window_steps, window_start = {}, 0, time.perf_counter()
-                if final or (train.checkpoint_every and progress.step % train.checkpoint_every == 0):
-                    if validate is not None and train.validate:
-                        validation.append(_validate(module, validate, progress, ctx))
-                        progress.extra["validation"] = validation
-                        if ctx.is_main:
-                            logger.log(progress.step, {f"val/{k}": v for k, v in validation[-1].items() if k != "step"})
-                    last_saved = _save(module, optimizer, scheduler, scaler, progress, checkpoints_dir, ctx, train)
-    finally:
-        bar.close()
-        logger.close()
-    if last_saved is None:
-        # Resumed from the last checkpoint of a finished run: nothing left to train.
-        last_saved = checkpoints_dir / checkpoint_name(progress.step)
-    chosen = None
-    if validation:
-        best = max(validation, key=lambda v: v["score"])
-        chosen = checkpoints_dir / checkpoint_name(int(best["step"]))
-    return FitResult(
-        progress=progress,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        final_checkpoint=last_saved,
-        chosen_checkpoint=chosen,
-        validation=validation,
-        precision=precision,
-    )
+
+
+def _optimizer_steps(
+    data: _TrainingData, progress: TrainingProgress, train: TrainConfig, total_steps: int
+) -> Iterator[Iterator[Any]]:
+    """For each optimizer step left, the batch iterator to take its ``grad_accum`` micro-batches from.
+
+    The caller advances ``progress`` after each step; a new epoch starts a new iterator positioned
+    where ``progress`` stands, so a resumed run continues with exactly the next batch.
+    """
+    while progress.step < total_steps:
+        data.sampler.set_position(progress.epoch, progress.batches_in_epoch * train.batch_size)
+        # Worker seeds depend on the epoch only, not on where a previous process stopped.
+        data.generator.manual_seed(train.seed + progress.epoch)
+        batches = iter(data.loader)
+        epoch = progress.epoch
+        while progress.epoch == epoch and progress.step < total_steps:
+            yield batches
+
+
+def _train_step(
+    module: nn.Module,
+    wrapped: nn.Module,
+    batches: Iterator[Any],
+    forward_kwargs: Callable[[], dict[str, Any]],
+    opt: _Optimisation,
+    train: TrainConfig,
+    ctx: DistributedContext,
+) -> list[dict[str, torch.Tensor]]:
+    """One optimizer step over ``grad_accum`` micro-batches.
+
+    Returns:
+        Per micro-batch, its detached losses divided by ``grad_accum`` (they sum to the step's mean).
+    """
+    module.train()
+    losses: list[dict[str, torch.Tensor]] = []
+    for micro in range(train.grad_accum):
+        batch = to_device(next(batches), ctx.device)
+        last = micro == train.grad_accum - 1
+        # Gradients are all-reduced once, on the last micro-batch of the accumulation.
+        sync = contextlib.nullcontext() if last or not ctx.is_distributed else wrapped.no_sync()
+        with sync:
+            with autocast(opt.precision, ctx.device):
+                output = wrapped(batch, **forward_kwargs())
+            opt.scaler.scale(output.loss / train.grad_accum).backward()
+        losses.append({name: value / train.grad_accum for name, value in _loss_values(output).items()})
+    _optimizer_step(module, opt.optimizer, opt.scaler, opt.grad_clip)
+    opt.scheduler.step()
+    return losses
+
+
+def _advance(progress: TrainingProgress, train: TrainConfig, ctx: DistributedContext, micro_batches: int) -> None:
+    """Count one optimizer step in ``progress``, rolling over to the next epoch at its end."""
+    progress.step += 1
+    progress.batches_in_epoch += train.grad_accum
+    progress.samples_seen += train.batch_size * train.grad_accum * ctx.world_size
+    if progress.batches_in_epoch >= micro_batches:
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+
+class _LossWindow:
+    """Losses summed over the optimizer steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.totals: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, micro_losses: list[dict[str, torch.Tensor]]) -> None:
+        """Add one optimizer step's micro-batch losses, in order."""
+        for losses in micro_losses:
+            for name, value in losses.items():
+                self.totals[name] = self.totals.get(name, 0.0) + value
+        self.steps += 1
+
+    def flush(
+        self, optimizer: torch.optim.Optimizer, progress: TrainingProgress, train: TrainConfig, ctx: DistributedContext
+    ) -> dict[str, Any]:
+        """The window's log values (see :func:`_log_window`); starts a new window."""
+        values = _log_window(self.totals, self.steps, self.start, optimizer, progress, train, ctx)
+        self.reset()
+        return values
+
+
+def _record_validation(
+    module: nn.Module,
+    validate: Validate,
+    progress: TrainingProgress,
+    validation: list[dict[str, float]],
+    logger: MetricsLogger,
+    ctx: DistributedContext,
+) -> None:
+    """Score the module, append the result to ``validation`` (kept in the checkpoint) and log it."""
+    validation.append(_validate(module, validate, progress, ctx))
+    progress.extra["validation"] = validation
+    if ctx.is_main:
+        logger.log(progress.step, {f"val/{k}": v for k, v in validation[-1].items() if k != "step"})
+
+
+def _best_checkpoint(validation: list[dict[str, float]], checkpoints_dir: Path) -> Path | None:
+    """The checkpoint of the best validation score (``None`` without validation)."""
+    if not validation:
+        return None
+    best = max(validation, key=lambda v: v["score"])
+    return checkpoints_dir / checkpoint_name(int(best["step"]))
 
 
 def _optimizer_step(
@@ -310,9 +428,7 @@ def _validate(module: nn.Module, validate: Validate, progress: TrainingProgress,
 
 def _save(
     module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
+    opt: _Optimisation,
     progress: TrainingProgress,
     checkpoints_dir: Path,
     ctx: DistributedContext,
@@ -323,7 +439,8 @@ def _save(
     path = checkpoints_dir / checkpoint_name(progress.step)
     if ctx.is_main:
         save_checkpoint(
-            checkpoints_dir, module, progress, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng_states=rng_states
+            checkpoints_dir, module, progress, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler,
+            rng_states=rng_states,
         )
         protect = {path.name}
         validation = progress.extra.get("validation")
