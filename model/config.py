@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from kg.errors import InputError
-from model.variants import KNOWLEDGE_VARIANTS, knowledge_variant
+from model.variants import knowledge_variant
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")

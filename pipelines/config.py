@@ -28,12 +28,11 @@ from typing import Any, TypeVar
 import yaml
 
 from kg.errors import InputError
+from pipelines.tasks import TASKS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "constant")
-#: The downstream tasks, in the order the documentation and the demo list them.
-TASKS = ("retrieval", "generation", "diagnosis", "vqa")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 C = TypeVar("C")

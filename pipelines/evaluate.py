@@ -248,7 +248,7 @@ def vqa_predictions(
     """The predicted answer string of every question of ``dataset``.
 
     Args:
-        collate_fn: :class:`pipelines.tasks.VQACollator` (its vocabulary names the classes).
+        collate_fn: :class:`pipelines.tasks.vqa.VQACollator` (its vocabulary names the classes).
     """
     head.eval()
     answers = collate_fn.vocabulary.answers
@@ -268,7 +268,7 @@ def vqa_records(dataset: Dataset) -> tuple[list[str], list[str]]:
 
 def majority_answers(answers: Sequence[str], answer_types: Sequence[str]) -> dict[str, str]:
     """The most frequent (normalised) answer of each answer type, e.g. from the training split."""
-    from pipelines.tasks import normalize
+    from pipelines.tasks.vqa import normalize
 
     counts: dict[str, Counter] = {}
     for answer, kind in zip(answers, answer_types):

@@ -30,28 +30,14 @@ from pipelines.run import (
     MODEL_DIR,
     checkpoint_summary,
     load_chosen_weights,
+    load_split,
+    make_collator,
     start_run,
     training_sk_sentences,
     training_summary,
 )
 from pipelines.run_bundle import RunResult, describe_file
 from pipelines.samples import MotorSamples, study_texts
-
-
-def load_split(manifest: Path, split: str, model_config: Any, missing: str = "error") -> Any:
-    """The ``split`` studies of a manifest as an ``ImageReportDataset`` at the model's image size."""
-    from pipelines.data.datasets import ImageReportDataset
-
-    return ImageReportDataset(
-        manifest, split, image_size=model_config.image_size, in_chans=model_config.in_chans, missing=missing
-    )
-
-
-def make_collator(tokenizer: Any, model_config: Any) -> Any:
-    """The batch collator for ``model_config``'s text lengths."""
-    from model.processing import MotorCollator
-
-    return MotorCollator.from_config(tokenizer, model_config)
 
 
 def retrieval_validator(dataset: MotorSamples, collate_fn: Any, batch_size: int, device: Any) -> Callable[[Any], dict]:

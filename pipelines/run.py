@@ -4,7 +4,8 @@ A run (``pipelines.pretrain.pretrain``, ``pipelines.finetune.finetune``) goes th
 steps, each one function here:
 
 1. :func:`start_run`: distributed set-up, the run directory (a fresh run drops the checkpoints of
-   an earlier run in the same place), deterministic kernels and the seed;
+   an earlier run in the same place), deterministic kernels and the seed; :func:`load_split` and
+   :func:`make_collator` give the model's studies and batches;
 2. :func:`training_sk_sentences`: for a model with an SK path, the ``kg`` store of the training
    reports (built once, from the training split only) and each training study's SK sentence;
 3. :func:`pipelines.loop.fit`, then :func:`load_chosen_weights`: the weights chosen on validation
@@ -117,6 +118,22 @@ def training_sk_sentences(
     # The collator adds [CLS] and [SEP]: leave room for them in the SK budget.
     sentences = sk_sentences(store, [sid for sid, _ in studies], max_tokens=max_tokens - 2, tokenizer=tokenizer)
     return sentences, store
+
+
+def load_split(manifest: Path, split: str, model_config: Any, missing: str = "error") -> Any:
+    """The ``split`` studies of a manifest as an ``ImageReportDataset`` at the model's image size."""
+    from pipelines.data.datasets import ImageReportDataset
+
+    return ImageReportDataset(
+        manifest, split, image_size=model_config.image_size, in_chans=model_config.in_chans, missing=missing
+    )
+
+
+def make_collator(tokenizer: Any, model_config: Any) -> Any:
+    """The batch collator for ``model_config``'s text lengths."""
+    from model.processing import MotorCollator
+
+    return MotorCollator.from_config(tokenizer, model_config)
 
 
 def chosen_checkpoint(fitted: Any) -> Path:

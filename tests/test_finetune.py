@@ -11,7 +11,7 @@ import torch
 from model.heads import IGNORE_ANSWER
 from pipelines.cli import main
 from pipelines.evaluate import majority_answers, most_frequent_report
-from pipelines.tasks import AnswerVocabulary, VQACollator
+from pipelines.tasks.vqa import AnswerVocabulary, VQACollator
 
 TASKS = ("retrieval", "generation", "diagnosis", "vqa")
 TINY = ["--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "eval.batch_size=8",

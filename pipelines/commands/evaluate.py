@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.config import TASKS
+from pipelines.tasks import TASKS
 
 DESCRIPTION = """\
 Evaluate a model on the test split of a downstream task and write metrics.json and metrics.md.

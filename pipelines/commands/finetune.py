@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.commands.pretrain import add_config_arguments
-from pipelines.config import TASKS
+from pipelines.tasks import TASKS
 
 DESCRIPTION = """\
 Finetune a pretrained MOTOR on one downstream task, then evaluate it on the test split:

@@ -1,11 +1,8 @@
-"""Downstream pieces the finetuning loop needs beside ``model.heads``.
+"""VQA finetuning: answer classification over E_{v→t}; open, closed and overall accuracy.
 
-* :class:`ReportGenerator`: the generation objective — E_v's knowledge-enhanced image tokens and
-  the report decoder, trained with the LM loss (Eq. 14) alone. Like the heads in ``model.heads``,
-  it registers only the modules it runs (shared with the pretrained model), so the optimiser and
-  DistributedDataParallel see no idle parameters of the report encoder.
-* :class:`AnswerVocabulary` and :class:`VQACollator`: VQA as classification over the answers seen
-  in the training split (the closed and open answers alike).
+:class:`AnswerVocabulary` and :class:`VQACollator` make VQA a classification over the answers seen
+in the training split (the closed and open answers alike); :class:`VQATask` trains
+``model.heads.VQAHead`` on them.
 """
 from __future__ import annotations
 
@@ -18,39 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch.utils.data import Dataset
 
 from kg.errors import InputError
-from model.heads import IGNORE_ANSWER, IMAGE_PATH_MODULES
-from model.motor import MotorModel, MotorOutput, enhanced_image_tokens
+from model.heads import IGNORE_ANSWER
+from pipelines.config import EvalConfig
+from pipelines.prepare import VQA_MANIFEST_NAME, companion_file
+from pipelines.run_bundle import describe_file
+from pipelines.tasks.base import HEAD_FILE, Task, load_head_weights, metrics_table, save_head_weights
 
-
-class ReportGenerator(nn.Module):
-    """Report generation objective: the decoder reads the knowledge-enhanced image tokens.
-
-    Args:
-        motor: the pretrained model; its image path, report queue, decoder and LM loss are shared.
-    """
-
-    def __init__(self, motor: MotorModel) -> None:
-        super().__init__()
-        self.towers = nn.ModuleDict({name: getattr(motor, name) for name in IMAGE_PATH_MODULES if hasattr(motor, name)})
-        self.report_queue = getattr(motor, "report_queue", None)
-        self.text_decoder = motor.text_decoder
-        self.lm_loss = motor.lm_loss
-        self.dec_token_id = motor.token_ids["dec"]
-        self.top_k = motor.config.sk_top_k
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> MotorOutput:
-        """LM loss of ``batch["input_ids"]`` (B, L) given ``batch["image"]`` (B, C, H, W); key ``lm``."""
-        tokens = enhanced_image_tokens(self.towers, batch["image"], self.report_queue, self.top_k)
-        ids = batch["input_ids"].clone()
-        ids[:, 0] = self.dec_token_id  # the decoder starts from [DEC], as in pretraining
-        logits = self.text_decoder(
-            input_ids=ids, attention_mask=batch["attention_mask"], encoder_hidden_states=tokens
-        ).logits
-        loss = self.lm_loss(logits, ids, batch["attention_mask"])
-        return MotorOutput(loss=loss, losses={"lm": loss})
+ANSWERS_FILE = "answers.json"
 
 
 def normalize(answer: str) -> str:
@@ -137,3 +111,65 @@ class VQACollator:
         batch = self.collator([{"image": item["image"], "report": item["question"], "index": item["index"]} for item in items])
         batch["answer"] = torch.tensor([self.vocabulary.index(item["answer"]) for item in items], dtype=torch.long)
         return batch
+
+
+class VQATask(Task):
+    """Answer classification over E_{v→t}; open, closed and overall accuracy."""
+
+    name = "vqa"
+
+    def __init__(self, motor: Any, manifest: Path, eval_config: EvalConfig, device: torch.device, *,
+                 missing: str = "error", vqa_manifest: Path | None = None) -> None:
+        from model.heads import VQAHead
+        from pipelines.evaluate import majority_answers, vqa_records
+
+        self.vqa_manifest = vqa_manifest or companion_file(manifest, VQA_MANIFEST_NAME)
+        if self.vqa_manifest is None:
+            raise InputError(f"no VQA manifest: pass data.vqa_manifest or place {VQA_MANIFEST_NAME} beside the "
+                             "manifest", file=manifest, field="data.vqa_manifest")
+        super().__init__(motor, manifest, eval_config, device, missing=missing)
+        answers, kinds = vqa_records(self.splits["train"])
+        self.vocabulary = AnswerVocabulary.from_answers(answers)
+        self.majority = majority_answers(answers, kinds)
+        self.collate = VQACollator(self.collate, self.vocabulary)
+        self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
+
+    def data_files(self) -> dict[str, Any]:
+        return {"vqa_manifest": describe_file(self.vqa_manifest)}
+
+    def dataset(self, split: str) -> Dataset:
+        from pipelines.data.datasets import VQADataset
+
+        cfg = self.motor.config
+        return VQADataset(self.vqa_manifest, split, image_size=cfg.image_size, in_chans=cfg.in_chans, missing=self.missing)
+
+    def evaluate(self, dataset: Dataset) -> dict[str, Any]:
+        from pipelines.evaluate import vqa_evaluation
+
+        return vqa_evaluation(self.module, dataset, self.collate, majority=self.majority, **self._kwargs())
+
+    def validation_score(self, dataset: Dataset) -> dict[str, float]:
+        from pipelines.evaluate import vqa_evaluation
+
+        overall = vqa_evaluation(self.module, dataset, self.collate, **self._kwargs())["model"]["overall"]
+        return {"score": overall, "overall": overall}
+
+    def table(self, metrics: dict[str, Any]) -> str:
+        test = metrics["test"]
+        rows = {"MOTOR": test["model"], "majority answer": test["majority_answer"]}
+        columns = {"open": "Open", "closed": "Closed", "overall": "Overall"}
+        counts = f"\n{test['model']['n_open']} open and {test['model']['n_closed']} closed test questions; " \
+                 f"{len(self.vocabulary)} answer classes.\n"
+        return metrics_table(rows, columns) + counts
+
+    def save_head(self, run_dir: Path) -> None:
+        save_head_weights(self.module.classifier, run_dir / HEAD_FILE)
+        self.vocabulary.save(run_dir / ANSWERS_FILE)
+
+    def load_head(self, run_dir: Path) -> None:
+        from model.heads import VQAHead
+
+        self.vocabulary = AnswerVocabulary.load(run_dir / ANSWERS_FILE)
+        self.collate = VQACollator(self.collate.collator, self.vocabulary)
+        self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
+        load_head_weights(self.module.classifier, run_dir / HEAD_FILE, self.device)

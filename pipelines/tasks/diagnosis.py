@@ -1,0 +1,47 @@
+"""Diagnosis finetuning: linear heads on E_v's [CLS] with BCE; AUROC per class and mean, F1."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from pipelines.tasks.base import HEAD_FILE, Task, load_head_weights, metrics_table, save_head_weights
+
+
+class DiagnosisTask(Task):
+    """Linear heads on E_v's [CLS] with BCE; AUROC per class and mean, macro/micro F1."""
+
+    name = "diagnosis"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from kg.label_schema import load_chexpert_classes
+        from model.heads import DiagnosisHead
+
+        super().__init__(*args, **kwargs)
+        self.names = [c.name for c in load_chexpert_classes(self.motor.config.labels_file)]
+        self.module = DiagnosisHead(self.motor, num_labels=len(self.names)).to(self.device)
+
+    def evaluate(self, dataset: Dataset) -> dict[str, Any]:
+        from pipelines.evaluate import diagnosis_evaluation
+
+        return diagnosis_evaluation(self.module, dataset, self.collate, names=self.names, **self._kwargs())
+
+    def validation_score(self, dataset: Dataset) -> dict[str, float]:
+        mean = self.evaluate(dataset)["mean_auroc"]
+        # A validation split too small for any class to have both labels has no AUROC.
+        return {"score": mean if mean is not None else 0.0, "mean_auroc": mean}
+
+    def table(self, metrics: dict[str, Any]) -> str:
+        test = metrics["test"]
+        rows = {name: {"AUROC": test["auroc"][name], "F1": test["f1"][name]} for name in self.names}
+        rows["mean"] = {"AUROC": test["mean_auroc"], "F1": test["macro_f1"]}
+        note = (f"\n{test['n']} test studies; F1 at threshold {test['threshold']}; mean F1 = macro F1; "
+                f"micro F1 {test['micro_f1']:.3f}. Classes with a single label value have no AUROC.\n")
+        return metrics_table(rows, ("AUROC", "F1")) + note
+
+    def save_head(self, run_dir: Path) -> None:
+        save_head_weights(self.module.classifier, run_dir / HEAD_FILE)
+
+    def load_head(self, run_dir: Path) -> None:
+        load_head_weights(self.module.classifier, run_dir / HEAD_FILE, self.device)
