@@ -46,7 +46,7 @@ from kg.errors import InputError
 from kg.extract_graph import Mention, build_graph
 from kg.lexicon import Lexicon, load_lexicon
 from kg.records import ReportRecord
-from kg.reports_io import RawReport, ReadStats, detect_format, read_reports
+from kg.reports_io import RawReport, ReadStats, detect_report_format, read_reports
 
 if TYPE_CHECKING:
     from kg.extract_pipeline import ReportNLP
@@ -201,7 +201,7 @@ def annotate_reports(
     source = Path(path)
     fmt = input_format
     if fmt == "auto" and source.exists():
-        fmt = detect_format(source)
+        fmt = detect_report_format(source)
     if data_source is None:
         data_source = DATA_SOURCES.get(fmt)
     extractor = Extractor(backend, stanza_dir=stanza_dir, scispacy_model=scispacy_model, batch_size=batch_size)

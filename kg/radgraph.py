@@ -71,7 +71,7 @@ _RELATIONS = frozenset(RELATION_TYPES)
 _LABELER_KEYS = ("labeler_1", "labeler_2")
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_radgraph_format(path: str | os.PathLike) -> str:
     """The layout of a RadGraph-format file: ``"jsonl"``, ``"radgraph"`` or ``"radgraph-package"``.
 
     Only the first line is read for JSONL; a JSON document is parsed to tell a mapping from a list.

@@ -131,7 +131,7 @@ def read_reports(
     source = Path(path)
     if not source.exists():
         raise InputError("no such file or directory", file=source)
-    fmt = detect_format(source) if input_format == "auto" else input_format
+    fmt = detect_report_format(source) if input_format == "auto" else input_format
     readers = {
         "iu-xray-csv": _read_iu_xray_csv,
         "mimic-txt": _read_report_files,
@@ -164,7 +164,7 @@ def read_reports(
         raise InputError(f"no reports found (read as {fmt})", file=source)
 
 
-def detect_format(path: str | Path) -> str:
+def detect_report_format(path: str | Path) -> str:
     """The ``input_format`` that ``auto`` resolves to for ``path`` (see the module docstring)."""
     source = Path(path)
     if source.is_dir():

@@ -9,7 +9,7 @@ import pytest
 
 from kg.errors import InputError
 from kg.normalize import normalize_entity, relation_triplets, report_triplets, singularize
-from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader, detect_format, parse_report
+from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader, detect_radgraph_format, parse_report
 from kg.records import ENTITY_LABELS, RELATION_TYPES
 
 REPORT = {
@@ -106,7 +106,7 @@ def test_radgraph_package_layouts(tmp_path: Path) -> None:
         entity["label"] = long_labels[entity["label"]]
     mapping = write_json(tmp_path / "out.json", {"0": package_report})
     listing = write_json(tmp_path / "list.json", [package_report, {**package_report, "id": "named"}])
-    assert detect_format(mapping) == detect_format(listing) == "radgraph-package"
+    assert detect_radgraph_format(mapping) == detect_radgraph_format(listing) == "radgraph-package"
     [record] = read_all(mapping)
     assert record.report_id == "0" and record.data_split == "inference" and record.data_source is None
     assert [e.label for e in record.entities.values()] == [e["label"] for e in REPORT["entities"].values()]
@@ -119,7 +119,7 @@ def test_jsonl_layout_streams(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "reports.jsonl", [
         {"id": "a", **REPORT}, "", {"report_id": 7, **REPORT}, "{broken",
     ])
-    assert detect_format(path) == "jsonl"
+    assert detect_radgraph_format(path) == "jsonl"
     records = iter(RadGraphReader([path]))
     assert next(records).report_id == "a"
     assert next(records).report_id == "7"  # read before the broken line further down is reached
@@ -127,7 +127,7 @@ def test_jsonl_layout_streams(tmp_path: Path) -> None:
         next(records)
     assert err.value.file == f"{path}:4"
     renamed = write_jsonl(tmp_path / "reports.json", [{"id": "a", **REPORT}, {"id": "b", **REPORT}])
-    assert detect_format(renamed) == "jsonl" and len(read_all(renamed)) == 2
+    assert detect_radgraph_format(renamed) == "jsonl" and len(read_all(renamed)) == 2
 
 
 def test_several_files_and_duplicate_ids(tmp_path: Path) -> None:

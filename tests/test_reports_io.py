@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kg.errors import InputError
-from kg.reports_io import ReadStats, detect_format, join_sentences, read_reports, report_text, split_sections
+from kg.reports_io import ReadStats, detect_report_format, join_sentences, read_reports, report_text, split_sections
 
 IU_HEADER = "uid,MeSH,Problems,image,indication,comparison,findings,impression\n"
 
@@ -208,11 +208,11 @@ def test_deidentification_tokens_are_kept_verbatim(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------- formats
 def test_auto_format_detection(tmp_path: Path) -> None:
-    assert detect_format(write(tmp_path / "a.csv", IU_HEADER)) == "iu-xray-csv"
-    assert detect_format(write(tmp_path / "a.jsonl", "{}")) == "jsonl"
-    assert detect_format(write(tmp_path / "m.txt", MIMIC_REPORT)) == "mimic-txt"
-    assert detect_format(write(tmp_path / "t.txt", "No effusion.\n")) == "text"
-    assert detect_format(tmp_path) == "mimic-txt"
+    assert detect_report_format(write(tmp_path / "a.csv", IU_HEADER)) == "iu-xray-csv"
+    assert detect_report_format(write(tmp_path / "a.jsonl", "{}")) == "jsonl"
+    assert detect_report_format(write(tmp_path / "m.txt", MIMIC_REPORT)) == "mimic-txt"
+    assert detect_report_format(write(tmp_path / "t.txt", "No effusion.\n")) == "text"
+    assert detect_report_format(tmp_path) == "mimic-txt"
 
 
 def test_unknown_format_or_missing_path_is_an_error(tmp_path: Path) -> None:
