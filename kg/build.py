@@ -40,6 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 import duckdb
 
 from kg.errors import InputError
+from kg.files import update_digest
 from kg.normalize import check_absent_mode
 from kg.records import ReportRecord
 from kg.report_batch import TRIPLET_COLUMNS, ArrowBatch, ReportBatch, concat_batches
@@ -195,9 +196,7 @@ def describe_input(path: str | os.PathLike, source: str) -> dict[str, Any]:
     for file in files:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        update_digest(digest, file)
     size = sum(file.stat().st_size for file in files)
     return {"path": str(path.resolve()), "sha256": digest.hexdigest(), "bytes": size, "source": source}
 

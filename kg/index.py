@@ -40,6 +40,7 @@ import yaml
 
 from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError
+from kg.files import read_json
 
 FORMAT = "motor-kg report index"
 FORMAT_VERSION = 1
@@ -385,12 +386,7 @@ def read_id_lines(path: Path) -> list[str]:
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """The parsed ``meta.json`` of an index directory, checked for format and required keys."""
     path = Path(directory) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise InputError("index metadata is missing; build the index with `kg index STORE`", file=path) from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON ({err})", file=path) from err
+    meta = read_json(path, missing="index metadata is missing; build the index with `kg index STORE`")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"not a {FORMAT} metadata file", file=path)
     if meta.get("version") != FORMAT_VERSION:

@@ -16,7 +16,7 @@ Layout: a JSON list whose element 0 is the reference layout, exactly::
 * ``image_path``: the study's image paths as the input gives them (relative to the image root).
 * ``report``: the report text as the input gives it.
 * ``triplet``: the study's RadGraph triplets from the store (table ``report_triplets``) as
-  ``"head relation tail"`` strings (:meth:`kg.retrieval.Triplet.phrase`), distinct, at most
+  ``"head relation tail"`` strings (:meth:`kg.normalize.Triplet.phrase`), distinct, at most
   ``max_triplets`` (default :data:`DEFAULT_MAX_TRIPLETS`; the reference code reads at most 30),
   most informative first (:func:`informative_order`).
 * ``label_index``: 14 integers in the CheXpert order of ``graphs/labels.yaml`` (Atelectasis,
@@ -37,22 +37,19 @@ empty ``triplet`` list and are counted.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kg.atomic import write_json_atomic
 from kg.errors import InputError
+from kg.files import read_json, sha256_file
 from kg.label_schema import chexpert_names
+from kg.normalize import Triplet
 from kg.store import created_by, open_store, read_metadata
-
-if TYPE_CHECKING:
-    from kg.retrieval import Triplet
 
 DEFAULT_MAX_TRIPLETS = 20
 UNCERTAIN_POLICIES = ("negative", "positive", "ignore")
@@ -157,8 +154,6 @@ def study_triplets(con: Any, report_ids: Sequence[str], max_triplets: int) -> di
     Returns:
         ``{report_id: [phrase, ...]}`` for the ids that are store reports (others are absent).
     """
-    from kg.retrieval import Triplet
-
     wanted = list(dict.fromkeys(report_ids))
     known = {row[0] for row in con.execute(
         "SELECT report_id FROM reports WHERE report_id IN (SELECT unnest(?::VARCHAR[]))", [wanted]).fetchall()}
@@ -209,14 +204,6 @@ def label_index(values: Sequence[LabelValue], uncertain: str = "negative") -> li
 
 def _has_labels(labels: list[LabelValue] | None) -> bool:
     return labels is not None and any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in labels)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _store_id(study: MotorStudy, known: set[str]) -> str:
@@ -302,7 +289,7 @@ def export_motor_annotation(
         "format": FORMAT_NAME,
         "created_by": created_by(),
         "layout": "element 0 of the list in the annotation file; this side-car is not read by the reference code",
-        "store": {"path": str(store), "sha256": _sha256(store), "sources": store_meta.get("sources"),
+        "store": {"path": str(store), "sha256": sha256_file(store), "sources": store_meta.get("sources"),
                   "options": store_meta.get("options")},
         "input": source or {},
         "options": {"max_triplets": max_triplets, "uncertain": uncertain, "label_backend": label_backend},
@@ -330,12 +317,7 @@ def read_motor_annotation(path: str | os.PathLike) -> dict[str, list[MotorEntry]
             and the field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("annotation file not found", file=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"not valid JSON: {err}", file=path) from err
+    data = read_json(path, missing="annotation file not found")
     if not isinstance(data, list) or not data or not isinstance(data[0], dict):
         raise InputError("expected a list whose first element maps train / val / test to studies", file=path)
     unknown = sorted(set(data[0]) - set(SPLITS))

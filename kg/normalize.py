@@ -121,13 +121,22 @@ def normalize_entity(text: str) -> str:
 
 
 class Triplet(NamedTuple):
-    """One SK triplet: normalised head and tail texts, RadGraph relation and entity labels."""
+    """One RadGraph triplet of a report, entities as the store wrote them.
+
+    ``head`` / ``tail`` are normalised entity texts; ``kg build`` writes absent findings as
+    ``"no <finding>"`` by default, so the text alone keeps the negation. ``head_label`` /
+    ``tail_label`` are the RadGraph entity labels.
+    """
 
     head: str
     relation: str
     tail: str
     head_label: str
     tail_label: str
+
+    def phrase(self) -> str:
+        """``"head relation tail"``, underscores in the relation read as spaces."""
+        return f"{self.head} {self.relation.replace('_', ' ')} {self.tail}"
 
 
 def entity_text(tokens: str, label: str, absent: str = "negate") -> str:

@@ -9,19 +9,20 @@ RadGraph triplets of those reports to the SK encoder (Eq. 3). Two uses share thi
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faiss
 import numpy as np
 
 from kg import text_embedding as text_embedding_module
 from kg.errors import InputError
+from kg.files import sha256_file
 from kg.index import IDS_FILE, IndexConfig, ReportIndex, atomic_directory, gpu_resources, read_id_lines
+from kg.normalize import Triplet
 from kg.text_embedding import TextEmbedding
 
 if TYPE_CHECKING:
@@ -110,25 +111,6 @@ def _knn_torch(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch
             return scores, indices
         scores, indices = faiss.knn(queries.numpy(), keys.numpy(), k, metric=faiss.METRIC_INNER_PRODUCT)
         return torch.from_numpy(scores), torch.from_numpy(indices)
-
-
-class Triplet(NamedTuple):
-    """One RadGraph triplet of a report, entities as the store wrote them.
-
-    ``head`` / ``tail`` are normalised entity texts; ``kg build`` writes absent findings as
-    ``"no <finding>"`` by default, so the text alone keeps the negation. ``head_label`` /
-    ``tail_label`` are the RadGraph entity labels.
-    """
-
-    head: str
-    relation: str
-    tail: str
-    head_label: str
-    tail_label: str
-
-    def phrase(self) -> str:
-        """``"head relation tail"``, underscores in the relation read as spaces."""
-        return f"{self.head} {self.relation.replace('_', ' ')} {self.tail}"
 
 
 SK_SEPARATOR = "; "
@@ -546,7 +528,7 @@ def build_index(
     index = ReportIndex.build(vectors, report_ids, config, embedding=embedding_name, source=source, use_gpu=use_gpu)
     index.meta["store"] = {
         "file": store_path.name,
-        "sha256": _sha256(store_path),
+        "sha256": sha256_file(store_path),
         "created_by": store_meta.get("created_by"),
     }
     with atomic_directory(out) as tmp:
@@ -604,11 +586,3 @@ def _check_ids_in_store(
             file=ids_source,
             record=f"line {position}" if ids_source else position - 1,
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -24,6 +24,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from kg.errors import InputError
+from kg.files import read_json
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "text_embedding.json"
@@ -173,12 +174,7 @@ class TextEmbedding:
         """
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
-        try:
-            header = json.loads(config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise InputError("text embedding file is missing", file=config_path) from err
-        except json.JSONDecodeError as err:
-            raise InputError(f"not valid JSON ({err})", file=config_path) from err
+        header = read_json(config_path, missing="text embedding file is missing")
         if header.get("format") != "motor-kg text embedding" or header.get("version") != FORMAT_VERSION:
             raise InputError(
                 f"not a motor-kg text embedding of format version {FORMAT_VERSION}", file=config_path

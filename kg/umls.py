@@ -30,7 +30,6 @@ they occur only in different reports).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError, MissingResourceError
+from kg.files import sha256_file
 from kg.linking import LINKERS, NORMALISE_SQL, Concept, Link, make_linker, normalise
 from kg.store import atomic_update, read_metadata, write_metadata
 
@@ -419,11 +419,7 @@ def _describe_input(path: Path) -> dict[str, Any]:
     stat = path.stat()
     sha256 = None
     if stat.st_size <= HASH_LIMIT_BYTES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(2**20), b""):
-                digest.update(block)
-        sha256 = digest.hexdigest()
+        sha256 = sha256_file(path)
     return {"path": str(path.resolve()), "sha256": sha256, "bytes": stat.st_size,
             "mtime": int(stat.st_mtime), "source": "umls"}
 

@@ -15,6 +15,7 @@ import torch
 
 from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError, MissingResourceError
+from kg.files import read_json
 from model.config import MotorConfig
 
 if TYPE_CHECKING:
@@ -53,10 +54,7 @@ def read_config(directory: str | os.PathLike) -> MotorConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise MissingResourceError(f"no saved MOTOR model at {Path(directory)} (config.json missing)")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err}", file=path) from None
+    document = read_json(path)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f"not a MOTOR model config (expected format {FORMAT!r})", file=path, field="format")
     if document.get("format_version") != FORMAT_VERSION:

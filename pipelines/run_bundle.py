@@ -15,7 +15,6 @@ PyKEEN's ``PipelineResult.save_to_directory`` does.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 
 from kg.atomic import write_text_atomic
+from kg.files import sha256_file
 
 PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "timm", "faiss-gpu", "faiss-cpu", "pykeen",
             "duckdb", "torch-geometric", "numpy", "safetensors", "motor-kg")
@@ -54,15 +54,6 @@ def json_ready(value: Any) -> Any:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Atomically write strict JSON (NaN → null)."""
     write_text_atomic(path, json.dumps(json_ready(data), indent=1, allow_nan=False) + "\n")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:

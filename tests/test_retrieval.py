@@ -18,9 +18,9 @@ from kg.index import (
     atomic_directory,
     default_nlist,
 )
+from kg.normalize import Triplet
 from kg.retrieval import (
     KnowledgeBase,
-    Triplet,
     build_index,
     compose_sk_sentence,
     default_index_path,

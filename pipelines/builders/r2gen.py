@@ -27,6 +27,7 @@ from typing import Any
 
 from kg.atomic import write_text_atomic
 from kg.errors import InputError
+from kg.files import read_json
 from pipelines.data.manifest import SPLITS
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val",
@@ -102,12 +103,7 @@ def read_r2gen_annotation(path: str | os.PathLike) -> list[R2GenEntry]:
             the entry (``train[3] (id ...)``) and the field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("annotation file not found", file=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"not valid JSON: {err}", file=path) from err
+    data = read_json(path, missing="annotation file not found")
     if not isinstance(data, dict) or not data:
         raise InputError("expected an object with train / val / test lists", file=path)
     entries: list[R2GenEntry] = []

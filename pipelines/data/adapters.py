@@ -33,7 +33,6 @@ way, or the record is skipped and counted with ``missing="skip"``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -44,8 +43,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from kg.errors import InputError
-from kg.mesh import MeshMapping, load_mesh_mapping
+from kg.files import read_json
 from kg.label_schema import LabelValue, label_schema
+from kg.mesh import MeshMapping, load_mesh_mapping
 from pipelines.data.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 
 Row = TypeVar("Row", ManifestRecord, VQARecord)
@@ -108,15 +108,6 @@ class _Policy:
 
 
 # ---------------------------------------------------------------------- field helpers
-def _load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError("file not found", file=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})", file=path) from err
-
-
 def _field(entry: dict[str, Any], name: str, *, file: Path, record: str, kinds: tuple[type, ...] = (str,),
            empty_ok: bool = False) -> Any:
     value = entry.get(name)
@@ -220,7 +211,7 @@ def from_r2gen_annotation(
         skip_invalid: skip and count malformed entries instead of raising.
     """
     path, root = Path(path), Path(image_root)
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise InputError("expected an object with train / val / test lists", file=path)
     result: AdapterResult[ManifestRecord] = AdapterResult()
@@ -390,7 +381,7 @@ def from_vqa_rad(
 ) -> AdapterResult[VQARecord]:
     """Questions of VQA-RAD's JSON release (splits from ``phrase_type``; see module docstring)."""
     path, root = Path(path), Path(image_root)
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError("expected a list of questions", file=path)
     result: AdapterResult[VQARecord] = AdapterResult()
@@ -439,7 +430,7 @@ def from_slake(
     """
     path, root = Path(path), Path(image_root)
     split = _split_name(split or path.stem, file=path, record=None, field="split")
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError("expected a list of questions", file=path)
     result: AdapterResult[VQARecord] = AdapterResult()
