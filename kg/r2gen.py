@@ -28,7 +28,7 @@ from typing import Any
 from kg.atomic import write_text_atomic
 from kg.errors import InputError
 from kg.files import read_json
-from pipelines.data.manifest import SPLITS
+from kg.manifest import SPLITS
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val",
                   "test": "test"}

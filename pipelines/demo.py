@@ -213,6 +213,6 @@ def _header(echo: Callable[[str], None], number: int, title: str) -> None:
 
 
 def _training_studies(manifest: Path) -> list[tuple[str, str]]:
-    from pipelines.data.manifest import read_manifest
+    from kg.manifest import read_manifest
 
     return [(record.study_id, record.report) for record in read_manifest(manifest) if record.split == "train"]

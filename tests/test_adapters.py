@@ -26,9 +26,9 @@ from pipelines.data.adapters import (
     read_chexpert_labels,
     seeded_splits,
 )
-from pipelines.data.datasets import ImageReportDataset, VQADataset
 from kg.label_schema import label_schema
-from pipelines.data.manifest import read_manifest, read_vqa_manifest
+from kg.manifest import read_manifest, read_vqa_manifest
+from pipelines.data.datasets import ImageReportDataset, VQADataset
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "adapters"
 

@@ -25,11 +25,11 @@ from pipelines.builders import (
     write_dataset,
     write_r2gen_annotation,
 )
+from kg.label_schema import label_schema
+from kg.manifest import read_manifest
 from pipelines.builders.mimic_cxr import section_report
 from pipelines.cli import main
 from pipelines.data.adapters import from_r2gen_annotation
-from kg.label_schema import label_schema
-from pipelines.data.manifest import read_manifest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MIMIC = FIXTURES / "mimic_cxr"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from kg.errors import InputError
 from pipelines.data.datasets import ImageReportDataset, VQADataset
-from pipelines.data.manifest import (
+from kg.manifest import (
     ManifestRecord,
     VQARecord,
     read_manifest,

@@ -23,9 +23,9 @@ from kg.motor_json import (
     read_motor_annotation,
     study_triplets,
 )
+from kg.manifest import ManifestRecord, write_manifest
+from kg.r2gen import R2GenEntry, write_r2gen_annotation
 from kg.store import atomic_build, open_store
-from pipelines.builders.r2gen import R2GenEntry, write_r2gen_annotation
-from pipelines.data.manifest import ManifestRecord, write_manifest
 
 # (report_id, head, relation, tail, head_label, tail_label, n_reports in the corpus)
 TRIPLETS = [

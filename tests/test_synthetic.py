@@ -20,12 +20,12 @@ from scipy.ndimage import gaussian_filter, uniform_filter
 
 from kg.errors import InputError
 from kg.gk import load_gk
-from kg.radgraph import RadGraphReader
+from kg.label_schema import label_schema
+from kg.manifest import read_manifest, read_vqa_manifest
+from kg.radgraph_reader import RadGraphReader
 from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
 from pipelines.cli import main as motor
 from pipelines.data import synthetic
-from kg.label_schema import label_schema
-from pipelines.data.manifest import read_manifest, read_vqa_manifest
 from pipelines.data.render import render_scene
 from pipelines.data.scene import Scene, sample_scene, study_rng
 from pipelines.data.synthetic import assign_splits, generate, make_study

@@ -60,17 +60,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# Manifests and R2Gen files are the training package's formats; reading them here, at the command
-# edge, keeps the kg library free of imports from pipelines.
 def _from_manifest(path: str) -> list[MotorStudy]:
-    from pipelines.data.manifest import read_manifest
+    from kg.manifest import read_manifest
 
     return [MotorStudy(id=r.study_id, image_path=r.images, report=r.report, split=r.split, labels=list(r.labels))
             for r in read_manifest(path)]
 
 
 def _from_annotation(path: str) -> list[MotorStudy]:
-    from pipelines.builders.r2gen import read_r2gen_annotation
+    from kg.r2gen import read_r2gen_annotation
 
     return [MotorStudy(id=e.id, image_path=e.image_path, report=e.report, split=e.split, knowledge_id=e.study_key)
             for e in read_r2gen_annotation(path)]

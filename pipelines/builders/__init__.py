@@ -6,10 +6,10 @@
   ``build_log.json``;
 * :func:`read_r2gen_annotation` / :func:`write_r2gen_annotation` handle R2Gen's split file.
 """
+from kg.r2gen import R2GenEntry, read_r2gen_annotation, write_r2gen_annotation
 from pipelines.builders.common import DatasetBuild, write_dataset
 from pipelines.builders.iu_xray import build_iu_xray
 from pipelines.builders.mimic_cxr import build_mimic_cxr
-from pipelines.builders.r2gen import R2GenEntry, read_r2gen_annotation, write_r2gen_annotation
 
 __all__ = [
     "DatasetBuild",

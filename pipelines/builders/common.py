@@ -2,8 +2,8 @@
 
 A builder turns a dataset as its publisher distributes it into the files downstream code reads:
 
-* ``annotation.json``: R2Gen's split file (:mod:`pipelines.builders.r2gen`);
-* ``manifest.jsonl``: the project's study manifest (:mod:`pipelines.data.manifest`);
+* ``annotation.json``: R2Gen's split file (:mod:`kg.r2gen`);
+* ``manifest.jsonl``: the project's study manifest (:mod:`kg.manifest`);
 * ``build_log.json``: what was read, the options, and every filter with the number of studies it
   removed and the first few ids, so a user can check a build against the paper's counts.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
-from pipelines.builders.r2gen import R2GenEntry, write_r2gen_annotation
-from pipelines.data.manifest import SPLITS, ManifestRecord, write_manifest
+from kg.manifest import SPLITS, ManifestRecord, write_manifest
+from kg.r2gen import R2GenEntry, write_r2gen_annotation
 from pipelines.run_bundle import write_json
 
 ANNOTATION_FILE = "annotation.json"

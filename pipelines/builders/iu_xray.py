@@ -23,11 +23,11 @@ import os
 from pathlib import Path
 
 from kg.errors import InputError
-from pipelines.builders.common import DatasetBuild, one_line
-from pipelines.builders.r2gen import R2GenEntry, read_r2gen_annotation
-from pipelines.data.adapters import IU_SPLIT_FRACTIONS, from_iu_xray_csv
 from kg.label_schema import label_schema
-from pipelines.data.manifest import ManifestRecord
+from kg.manifest import ManifestRecord
+from kg.r2gen import R2GenEntry, read_r2gen_annotation
+from pipelines.builders.common import DatasetBuild, one_line
+from pipelines.data.adapters import IU_SPLIT_FRACTIONS, from_iu_xray_csv
 
 FILTERS = ("invalid_or_empty_report", "image_missing")
 

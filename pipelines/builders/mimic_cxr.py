@@ -39,11 +39,11 @@ import re
 from pathlib import Path
 
 from kg.errors import InputError
+from kg.label_schema import LabelValue, label_schema
+from kg.manifest import ManifestRecord
+from kg.r2gen import R2GenEntry
 from kg.reports_io import report_text, split_sections
 from pipelines.builders.common import DatasetBuild, one_line, read_csv_rows
-from pipelines.builders.r2gen import R2GenEntry
-from kg.label_schema import LabelValue, label_schema
-from pipelines.data.manifest import ManifestRecord
 
 CSV_NAMES = {
     "split": "mimic-cxr-2.0.0-split",

@@ -4,7 +4,7 @@
   :mod:`~pipelines.data.scene`, :mod:`~pipelines.data.render`, :mod:`~pipelines.data.report_writer`,
   :mod:`~pipelines.data.phrasebook`, :mod:`~pipelines.data.labels` and :mod:`~pipelines.data.vqa`
   are its parts.
-* :mod:`pipelines.data.manifest`: the JSON-lines manifest format (read, validate, write).
+* :mod:`kg.manifest` (in the toolkit, which reads it too): the JSON-lines manifest format.
 * :mod:`pipelines.data.adapters`: IU-Xray, MIMIC-CXR, VQA-RAD and SLAKE layouts → manifests.
 * :mod:`pipelines.data.datasets` and :mod:`pipelines.data.transforms`: PyTorch datasets over manifests.
 """

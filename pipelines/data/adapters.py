@@ -17,7 +17,7 @@ One function per format, each returning an :class:`AdapterResult`:
 * :func:`from_slake`: SLAKE's ``train.json`` / ``validate.json`` / ``test.json``; English questions
   only (``q_lang == "en"``); the split is taken from the file name unless given.
 
-Image paths are checked and returned absolute (:func:`~pipelines.data.manifest.write_manifest`
+Image paths are checked and returned absolute (:func:`~kg.manifest.write_manifest`
 writes them relative to the manifest). Answers are stripped and lower-cased.
 
 IU-Xray MeSH → GK labels follow ``graphs/mesh_to_gk.yaml`` (:mod:`kg.mesh`): "Calcified Granuloma"
@@ -45,8 +45,8 @@ import numpy as np
 from kg.errors import InputError
 from kg.files import read_json
 from kg.label_schema import LabelValue, label_schema
+from kg.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 from kg.mesh import MeshMapping, load_mesh_mapping
-from pipelines.data.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 
 Row = TypeVar("Row", ManifestRecord, VQARecord)
 

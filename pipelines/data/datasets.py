@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from kg.errors import InputError
 from kg.label_schema import label_schema
-from pipelines.data.manifest import SPLITS, ManifestRecord, VQARecord, read_manifest, read_vqa_manifest
+from kg.manifest import SPLITS, ManifestRecord, VQARecord, read_manifest, read_vqa_manifest
 from pipelines.data.transforms import AugmentConfig, build_transform
 
 MISSING_POLICIES = ("error", "skip")
@@ -60,7 +60,7 @@ class ImageReportDataset(Dataset):
         study_id: the study's id.
 
     Args:
-        manifest_path: a study manifest (:mod:`pipelines.data.manifest`).
+        manifest_path: a study manifest (:mod:`kg.manifest`).
         split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for every study.
         image_size: output size in pixels.
         in_chans: 1 (grayscale) or 3 (gray repeated).

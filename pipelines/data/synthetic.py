@@ -9,8 +9,8 @@ on how many studies are generated, nor on the number of worker processes; only i
 
     out_dir/
       images/syn000000.png ...   8-bit grayscale PA radiographs
-      manifest.jsonl             studies (pipelines.data.manifest format)
-      vqa.jsonl                  questions (pipelines.data.manifest VQA format)
+      manifest.jsonl             studies (kg.manifest format)
+      vqa.jsonl                  questions (kg.manifest VQA format)
       radgraph.json              gold RadGraph annotation per study: {study_id: {text, entities, data_source, data_split}}
       labels.csv                 study_id, split, the 14 CheXpert classes (1.0 / 0.0 / -1.0 / blank), gk_<finding> x 20
       splits.json                {"train": [ids], "val": [ids], "test": [ids]} (80 / 10 / 10 %)
@@ -36,8 +36,8 @@ import numpy as np
 from kg.atomic import has_format_marker, replace_directory, write_text_atomic
 from kg.errors import InputError
 from kg.label_schema import LabelValue, label_schema
+from kg.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 from pipelines.data.labels import chexpert_from_mentions, gk_truth
-from pipelines.data.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
 from pipelines.data.render import render_scene
 from pipelines.data.report_writer import WrittenReport, write_report
 from pipelines.data.scene import Scene, sample_scene, study_rng
