@@ -4,7 +4,7 @@ Generates ``--n`` synthetic chest X-ray reports in RadGraph format (sentences bu
 graph's organ and finding words, with modifiers, negations and uncertainty; about 15 entities and
 11 relations per report, close to RadGraph's MIMIC-CXR annotations), writes them to a temporary
 directory as a RadGraph JSON document and/or JSON lines, then times what ``kg build`` does:
-reading and validating every record (:class:`kg.radgraph.RadGraphReader`, with ``--workers``
+reading and validating every record (:class:`kg.radgraph_reader.RadGraphReader`, with ``--workers``
 parsing processes; 0 reads in the building process) and writing the store
 (:func:`kg.build.build_store`). Prints reports/s, entities/s and peak resident memory of each
 build process (one per format and worker count; generation streams to disk, so it does not set
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from kg.build import build_store
 from kg.gk import load_gk
-from kg.radgraph import RadGraphReader
+from kg.radgraph_reader import RadGraphReader
 
 TARGET_REPORTS_PER_S = 20_000
 SIDES = ("left", "right", "bilateral")

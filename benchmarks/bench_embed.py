@@ -35,7 +35,8 @@ import torch
 from kg.build import build_store
 from kg.embeddings import EmbedConfig, read_triples, train_embeddings
 from kg.gk import load_gk
-from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader
+from kg.radgraph import BUNDLED_SAMPLE
+from kg.radgraph_reader import RadGraphReader
 from kg.records import Entity, ReportRecord
 
 SEVERITY = ("mild", "moderate", "small", "large", "minimal", "severe")

@@ -4,7 +4,7 @@
 free-text extractor :func:`kg.extract.extract_reports`, a user's own code, ...), which it
 gathers into batches of :data:`BATCH_REPORTS` reports, or a *batch source*: an object with an
 ``arrow_batches(absent)`` method yielding ready Arrow batches, which is how
-:class:`kg.radgraph.RadGraphReader` hands over RadGraph files (parsed in worker processes when it
+:class:`kg.radgraph_reader.RadGraphReader` hands over RadGraph files (parsed in worker processes when it
 has ``workers``). A batch (:meth:`kg.report_batch.ReportBatch.to_arrow`) arrives as one Arrow
 table per store table, its triplets already derived from its relations
 (:func:`kg.report_batch.batch_occurrences`), and is appended in bulk:
@@ -127,7 +127,7 @@ def build_store(
         records: the reports, consumed once: :class:`~kg.records.ReportRecord` objects (records
             of one report, one per labeler, must follow each other), gathered into batches of
             :data:`BATCH_REPORTS`; or a :class:`BatchSource` such as
-            :class:`kg.radgraph.RadGraphReader`, whose batches are written as they come.
+            :class:`kg.radgraph_reader.RadGraphReader`, whose batches are written as they come.
         path: the DuckDB file to write; left untouched when anything fails.
         source: source kind recorded in metadata ``sources``.
         inputs: files the records came from; recorded with size and SHA-256 in ``inputs``.

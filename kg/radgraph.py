@@ -25,11 +25,13 @@ object, are ``jsonl``; a JSON list is ``radgraph-package``; a JSON mapping is ``
 Every record is checked; a problem raises :class:`~kg.errors.InputError` naming the file (with
 ``:LINE`` for JSONL), the report id and the field (``entities.3.start_ix``,
 ``labeler_2.entities.5.relations[0]``). With ``skip_invalid=True`` the reader collects these
-errors in :attr:`RadGraphReader.errors` and skips the reports instead; a file that is not JSON at
-all, or not UTF-8, always raises.
+errors in :attr:`kg.radgraph_reader.RadGraphReader.errors` and skips the reports instead; a file
+that is not JSON at all, or not UTF-8, always raises.
 
-Typical use::
+This module parses; :class:`kg.radgraph_reader.RadGraphReader` reads files with it (in worker
+processes through :mod:`kg.radgraph_batches` when asked). Typical use::
 
+    from kg.radgraph_reader import RadGraphReader
     reader = RadGraphReader(["train.json", "dev.json"], labeler="labeler_1", skip_invalid=True)
     for record in reader:
         ...
@@ -46,7 +48,7 @@ import orjson
 
 from kg.errors import InputError
 from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
-from kg.report_batch import RELATION_NAMES, AnnotationColumns, ArrowBatch, ReportBatch
+from kg.report_batch import RELATION_NAMES, AnnotationColumns, ReportBatch
 
 FORMATS = ("auto", "radgraph", "radgraph-package", "jsonl")
 LABELERS = ("labeler_1", "labeler_2", "both")
@@ -82,7 +84,7 @@ def detect_radgraph_format(path: str | os.PathLike) -> str:
     path = Path(path)
     if is_jsonl(path):
         return "jsonl"
-    return _document_format(_load_document(path))
+    return document_format(load_document(path))
 
 
 def parse_report(
@@ -168,92 +170,6 @@ def add_raw_report(batch: ReportBatch, report_id: str, raw: Any, *, labeler: str
         batch.add_record(record, new_report=k == 0)
 
 
-class RadGraphReader:
-    """Iterate the reports of one or more RadGraph-format files, in file and report order.
-
-    Args:
-        paths: input files.
-        format: one of :data:`FORMATS`, used for every file; ``"auto"`` detects per file.
-        labeler: see :func:`parse_report` (default :data:`DEFAULT_LABELER`).
-        skip_invalid: collect invalid reports' errors in :attr:`errors` and go on, instead of
-            raising on the first. A report id seen before (in any of the files) is invalid too.
-        workers: processes that parse the files when the reader is used as a store build's batch
-            source (:meth:`arrow_batches`); 0 or 1 reads in this process. The batches, errors and
-            store are the same for any value. Iterating records always reads in this process.
-
-    Attributes:
-        errors: the errors of skipped reports, in reading order.
-        formats: file → the format it was read as.
-    """
-
-    def __init__(
-        self,
-        paths: Iterable[str | os.PathLike],
-        *,
-        format: str = "auto",
-        labeler: str = DEFAULT_LABELER,
-        skip_invalid: bool = False,
-        workers: int = 0,
-    ) -> None:
-        if format not in FORMATS:
-            raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}", field="format")
-        if labeler not in LABELERS:
-            raise InputError(f"unknown labeler {labeler!r}; choose one of {', '.join(LABELERS)}", field="labeler")
-        self.paths = [Path(p) for p in paths]
-        self.format = format
-        self.labeler = labeler
-        self.skip_invalid = skip_invalid
-        if type(workers) is not int or workers < 0:
-            raise InputError(f"workers must be a whole number >= 0, got {workers!r}", field="workers")
-        self.workers = workers
-        self.errors: list[InputError] = []
-        self.formats: dict[Path, str] = {}
-
-    def open_input(self, path: Path) -> tuple[str, Any]:
-        """``(format, parsed JSON document)`` of one input; the document is ``None`` for JSONL,
-        which is read line by line.
-
-        Raises:
-            InputError: the file is missing, empty or not JSON.
-        """
-        if not path.is_file():
-            raise InputError("no such file", file=path)
-        if self.format == "jsonl" or (self.format == "auto" and is_jsonl(path)):
-            return "jsonl", None
-        document = _load_document(path)
-        return (_document_format(document) if self.format == "auto" else self.format), document
-
-    def arrow_batches(self, absent: str = "negate") -> Iterator[ArrowBatch]:
-        """The reports as store batches (:class:`kg.build.BatchSource`), read by
-        :attr:`workers` processes; see :mod:`kg.radgraph_batches`. Fills :attr:`errors` and
-        :attr:`formats` as iteration does, with the same errors in the same order."""
-        from kg.radgraph_batches import read_batches
-
-        return read_batches(self, absent)
-
-    def __iter__(self) -> Iterator[ReportRecord]:
-        self.errors = []
-        first_seen: dict[str, Path] = {}
-        for path in self.paths:
-            fmt, document = self.open_input(path)
-            raw_records = _jsonl_records(path) if document is None else document_records(path, document, fmt)
-            self.formats[path] = fmt
-            for report_id, raw, where in raw_records:
-                try:
-                    if isinstance(raw, InputError):
-                        raise raw
-                    if report_id in first_seen:
-                        raise duplicate_id_error(report_id, first_seen[report_id], where)
-                    records = parse_report(report_id, raw, labeler=self.labeler, file=where)
-                except InputError as err:
-                    if not self.skip_invalid:
-                        raise
-                    self.errors.append(err)
-                    continue
-                first_seen[report_id] = path
-                yield from records
-
-
 def duplicate_id_error(report_id: str, first_file: Path, where: str) -> InputError:
     """The error of a report id read a second time, at ``where``, first read from ``first_file``."""
     return InputError(f"duplicate report id (first read from {first_file})", file=where, record=report_id, field="id")
@@ -282,7 +198,7 @@ def is_jsonl(path: Path) -> bool:
     return isinstance(first, dict) and "text" in first
 
 
-def _load_document(path: Path) -> Any:
+def load_document(path: Path) -> Any:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -295,7 +211,7 @@ def _load_document(path: Path) -> Any:
         raise InputError(f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", file=path) from None
 
 
-def _document_format(document: Any) -> str:
+def document_format(document: Any) -> str:
     if isinstance(document, list):
         return "radgraph-package"
     if isinstance(document, dict):
@@ -321,7 +237,7 @@ def document_records(path: Path, document: Any, fmt: str) -> Iterator[tuple[str,
         raise InputError(f"top level must be {expected}, got a JSON {type(document).__name__}", file=path)
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str | None, Any, str]]:
+def jsonl_records(path: Path) -> Iterator[tuple[str | None, Any, str]]:
     """``(report id, raw report or the line's InputError, "FILE:LINE")`` per non-blank line."""
     with open(path, "rb") as handle:
         yield from jsonl_line_records(str(path), handle)
@@ -330,7 +246,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str | None, Any, str]]:
 def jsonl_line_records(
     name: str, lines: Iterable[bytes], first_line: int = 1
 ) -> Iterator[tuple[str | None, Any, str]]:
-    """:func:`_jsonl_records` of some of a JSONL file's lines, the first being line ``first_line``."""
+    """:func:`jsonl_records` of some of a JSONL file's lines, the first being line ``first_line``."""
     for line_no, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue

@@ -1,6 +1,6 @@
 """Read RadGraph-format files straight into store batches, in worker processes if asked.
 
-This is the reading half of ``kg build --source radgraph`` (:meth:`kg.radgraph.RadGraphReader.arrow_batches`).
+This is the reading half of ``kg build --source radgraph`` (:meth:`kg.radgraph_reader.RadGraphReader.arrow_batches`).
 The input is cut into chunks: a JSONL file into runs of whole lines of about :data:`CHUNK_BYTES`,
 a JSON document (parsed once, in this process) into runs of :data:`CHUNK_REPORTS` reports. A chunk
 is read by :func:`read_chunk`: each report is validated and added to a
@@ -41,7 +41,7 @@ from kg.radgraph import add_raw_report, document_records, duplicate_id_error, is
 from kg.report_batch import ArrowBatch, ReportBatch
 
 if TYPE_CHECKING:
-    from kg.radgraph import RadGraphReader
+    from kg.radgraph_reader import RadGraphReader
 
 #: JSONL bytes per chunk (whole lines; a longer line makes a longer chunk).
 CHUNK_BYTES = 8 << 20
@@ -84,7 +84,7 @@ class Chunk:
 
     def records(self) -> Iterator[tuple[str | None, Any, str]]:
         """``(report id, raw report or its InputError, where)`` of each report, as
-        :class:`~kg.radgraph.RadGraphReader` reads them."""
+        :class:`~kg.radgraph_reader.RadGraphReader` reads them."""
         if self.fmt == "jsonl":
             lines = self.lines
             if lines is None:
@@ -126,7 +126,7 @@ def read_chunk(
 
     Args:
         chunk: the reports to read.
-        labeler, skip_invalid: as :class:`~kg.radgraph.RadGraphReader`'s.
+        labeler, skip_invalid: as :class:`~kg.radgraph_reader.RadGraphReader`'s.
         absent: :data:`kg.normalize.ABSENT_MODES` entry for the batch's triplets.
         first_seen: report id → file it was first read from; a report whose id is in it is a
             duplicate. The kept reports' ids are added to it.

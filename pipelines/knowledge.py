@@ -53,7 +53,7 @@ class StoreStats:
 
 
 def _radgraph_records(radgraph_path: Path, keep: set[str]) -> Iterator[Any]:
-    from kg.radgraph import RadGraphReader
+    from kg.radgraph_reader import RadGraphReader
 
     for record in RadGraphReader([radgraph_path]):
         if record.report_id in keep:

@@ -9,7 +9,8 @@ import pytest
 
 from kg.errors import InputError
 from kg.normalize import normalize_entity, relation_triplets, report_triplets, singularize
-from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader, detect_radgraph_format, parse_report
+from kg.radgraph import BUNDLED_SAMPLE, detect_radgraph_format, parse_report
+from kg.radgraph_reader import RadGraphReader
 from kg.records import ENTITY_LABELS, RELATION_TYPES
 
 REPORT = {

@@ -17,7 +17,8 @@ import kg.radgraph_batches as radgraph_batches
 from kg.build import build_store
 from kg.errors import InputError
 from kg.normalize import report_triplets
-from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader, add_raw_report, parse_report
+from kg.radgraph import BUNDLED_SAMPLE, add_raw_report, parse_report
+from kg.radgraph_reader import RadGraphReader
 from kg.report_batch import ReportBatch
 from kg.store import CORE_TABLES
 

@@ -13,7 +13,8 @@ import kg.build
 from kg.build import build_store, describe_input
 from kg.errors import InputError
 from kg.normalize import relation_triplets
-from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader
+from kg.radgraph import BUNDLED_SAMPLE
+from kg.radgraph_reader import RadGraphReader
 from kg.records import Entity, ReportRecord
 from kg.store import (
     CORE_TABLES,

@@ -131,7 +131,8 @@ def _flag(name: str) -> str:
 
 def _build_radgraph(args: argparse.Namespace) -> int:
     from kg.build import build_store
-    from kg.radgraph import BUNDLED_SAMPLE, RadGraphReader
+    from kg.radgraph import BUNDLED_SAMPLE
+    from kg.radgraph_reader import RadGraphReader
     from kg.radgraph_batches import auto_workers
 
     inputs = [Path(p) for p in args.input] if args.input else [BUNDLED_SAMPLE]
