@@ -63,6 +63,7 @@ from model.losses import (
     MultiLabelLoss,
     sample_hard_negatives,
 )
+from model.pretrained import load_saved_weights, save_pretrained, saved_config
 from model.queues import FeatureQueue
 from model.tokenizer import special_token_ids
 
@@ -346,16 +347,15 @@ class MotorModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json``, ``model.safetensors`` (queues included) and the tokenizer; atomic."""
-        from model.pretrained import save_pretrained
-
         return save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MotorModel:
         """Load a model written by :meth:`save_pretrained` (safetensors only; nothing is unpickled)."""
-        from model.pretrained import load_pretrained
+        from model.tokenizer import load_tokenizer
 
-        return load_pretrained(directory, map_location)
+        model = cls(saved_config(directory), load_tokenizer(directory))
+        return load_saved_weights(model, directory, map_location)
 
 
 # ---------------------------------------------------------------------------- the image path

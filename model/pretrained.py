@@ -1,5 +1,8 @@
 """Saving and loading a MOTOR model directory: ``config.json``, ``model.safetensors``, tokenizer files.
 
+The file format only: :meth:`model.motor.MotorModel.save_pretrained` / ``from_pretrained`` build
+the model and call these functions, so this module never imports the model class.
+
 Weights go through ``safetensors.torch.save_model`` / ``load_model``, which store a tensor shared
 by several modules (the decoder tied to the encoder, the LM head tied to the word embeddings)
 once and restore the sharing on load. Nothing is unpickled.
@@ -9,17 +12,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
+from torch import nn
 
 from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError, MissingResourceError
 from kg.files import read_json
 from model.config import MotorConfig
-
-if TYPE_CHECKING:
-    from model.motor import MotorModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -27,8 +28,9 @@ FORMAT = "motor-kg/model"
 FORMAT_VERSION = 1
 
 
-def save_pretrained(model: MotorModel, directory: str | os.PathLike) -> Path:
-    """Write ``model`` to ``directory``, replacing an earlier saved model there atomically.
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``model`` (with ``config`` and ``tokenizer`` attributes) to ``directory``, replacing an
+    earlier saved model there atomically.
 
     Raises:
         InputError: ``directory`` exists, is not empty and is not a saved MOTOR model (so a
@@ -62,20 +64,26 @@ def read_config(directory: str | os.PathLike) -> MotorConfig:
     return MotorConfig.from_dict(document.get("motor_config"), source=path)
 
 
-def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> MotorModel:
-    """Rebuild a model saved by :func:`save_pretrained` (strict: every tensor must fit)."""
+def saved_config(directory: str | os.PathLike) -> MotorConfig:
+    """The config to rebuild a saved model with: :func:`read_config` without the local checkouts
+    (the stored weights already contain whatever they once provided).
+
+    Raises:
+        MissingResourceError: no ``config.json`` or no ``model.safetensors`` there.
+    """
+    directory = Path(directory)
+    config = read_config(directory).replace(text_model_dir=None, image_weights=None)
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise MissingResourceError(f"no {WEIGHTS_FILE} in {directory}")
+    return config
+
+
+def load_saved_weights(model: Any, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a saved directory's weights into ``model`` built from :func:`saved_config` (strict:
+    every tensor must fit); returns it on ``map_location``."""
     from safetensors.torch import load_model
 
-    from model.motor import MotorModel
-    from model.tokenizer import load_tokenizer
-
-    directory = Path(directory)
-    # The stored weights already contain whatever the local checkouts once provided.
-    config = read_config(directory).replace(text_model_dir=None, image_weights=None)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise MissingResourceError(f"no {WEIGHTS_FILE} in {directory}")
-    model = MotorModel(config, load_tokenizer(directory))
+    weights = Path(directory) / WEIGHTS_FILE
     try:
         load_model(model, str(weights), strict=True, device=str(map_location))
     except RuntimeError as err:
