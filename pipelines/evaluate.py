@@ -268,11 +268,11 @@ def vqa_records(dataset: Dataset) -> tuple[list[str], list[str]]:
 
 def majority_answers(answers: Sequence[str], answer_types: Sequence[str]) -> dict[str, str]:
     """The most frequent (normalised) answer of each answer type, e.g. from the training split."""
-    from pipelines.tasks.vqa import normalize
+    from pipelines.metrics import normalize_answer
 
     counts: dict[str, Counter] = {}
     for answer, kind in zip(answers, answer_types):
-        counts.setdefault(kind, Counter())[normalize(answer)] += 1
+        counts.setdefault(kind, Counter())[normalize_answer(answer)] += 1
     return {kind: max(sorted(counter), key=counter.__getitem__) for kind, counter in counts.items()}
 
 
