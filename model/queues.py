@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.distributed import gather_from_all
+from model.gather import gather_from_all
 
 FieldSpec = tuple[tuple[int, ...], torch.dtype]
 

@@ -23,10 +23,10 @@ from kg.atomic import write_text_atomic
 from kg.errors import InputError
 from pipelines.config import FinetuneConfig, PretrainConfig, builtin_config, load_config, resolve_model_config
 from pipelines.distributed import DistributedContext
-from pipelines.knowledge import STORE_NAME, build_training_store
 from pipelines.prepare import RADGRAPH_NAME, companion_file, prepare_data
 from pipelines.pretrain import pretrain
 from pipelines.run_bundle import RunResult, write_json
+from pipelines.sk_store import STORE_NAME, build_training_store
 from pipelines.tasks import TASKS
 
 STAGES = 5

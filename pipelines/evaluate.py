@@ -109,7 +109,7 @@ def retrieval_evaluation(
     """Report retrieval (image→text) and image retrieval (text→image) on ``dataset``.
 
     Args:
-        dataset: :class:`pipelines.samples.MotorSamples`; study ``i``'s image and report are each
+        dataset: :class:`pipelines.data.motor_samples.MotorSamples`; study ``i``'s image and report are each
             other's positive, as are identical reports (:func:`same_report_mask`).
         itm_k: also score with ITM re-ranking of the top ``itm_k`` candidates (0: ITC only).
 
@@ -162,7 +162,7 @@ def generation_evaluation(
     """Caption metrics of greedy and beam-search reports against the studies' own reports.
 
     Args:
-        dataset: :class:`pipelines.samples.MotorSamples` (its reports are the references).
+        dataset: :class:`pipelines.data.motor_samples.MotorSamples` (its reports are the references).
         num_beams: beam width; 1 reports greedy decoding only.
         baseline_report: also score this one report predicted for every study (the most frequent
             training report), under ``"most_frequent_report"``.

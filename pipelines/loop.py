@@ -40,7 +40,7 @@ from pipelines.checkpoint import (
 )
 from pipelines.config import OptimConfig, TrainConfig
 from pipelines.distributed import DistributedContext, all_gather_object, all_reduce_mean, barrier, broadcast_object
-from pipelines.logging import MetricsLogger, progress_bar
+from pipelines.metrics_log import MetricsLogger, progress_bar
 from pipelines.precision import autocast, grad_scaler, resolve_precision
 from pipelines.sampler import ResumableSampler
 

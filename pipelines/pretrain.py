@@ -23,9 +23,9 @@ from kg.atomic import write_text_atomic
 from pipelines.checkpoint import TrainingProgress
 from pipelines.config import PretrainConfig, dump_config, resolve_model_config, to_dict
 from pipelines.distributed import barrier
-from pipelines.knowledge import uses_sk
 from pipelines.loop import fit
 from pipelines.prepare import keeps_thread_count, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.sk_store import uses_sk
 from pipelines.run import (
     MODEL_DIR,
     checkpoint_summary,
@@ -36,8 +36,8 @@ from pipelines.run import (
     training_sk_sentences,
     training_summary,
 )
+from pipelines.data.motor_samples import MotorSamples, study_texts
 from pipelines.run_bundle import RunResult, describe_file
-from pipelines.samples import MotorSamples, study_texts
 
 
 def retrieval_validator(dataset: MotorSamples, collate_fn: Any, batch_size: int, device: Any) -> Callable[[Any], dict]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from pipelines.checkpoint import CHECKPOINTS_DIR, MODEL_FILE
 from pipelines.distributed import DistributedContext, barrier, init_distributed
-from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences
 from pipelines.prepare import RADGRAPH_NAME, companion_file, make_deterministic, seed_everything
+from pipelines.sk_store import STORE_NAME, build_training_store, sk_sentences
 
 #: Where a run exports its model (``save_pretrained``), relative to the run directory.
 MODEL_DIR = "model"

@@ -10,7 +10,7 @@ from model_cases import BATCH, make_batch, one_torch_thread, tiny_config, train_
 
 from kg.gk import load_gk
 from model import build_model
-from model.distributed import gather_from_all
+from model.gather import gather_from_all
 from model.knowledge import GKEncoder, SKEncoder, retrieve_knowledge
 from model.losses import ContrastiveLoss, LanguageModelingLoss, MultiLabelLoss, sample_hard_negatives
 from model.queues import FeatureQueue

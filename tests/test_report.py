@@ -11,7 +11,7 @@ import yaml
 
 from kg.errors import InputError
 from pipelines.cli import main
-from pipelines.report import default_metrics, group_runs, is_seed_key, load_run, report_table, summarise_groups
+from pipelines.run_report import default_metrics, group_runs, is_seed_key, load_run, report_table, summarise_groups
 
 
 def make_run(root: Path, name: str, config: dict[str, Any], metrics: dict[str, Any], kind: str = "finetune") -> Path:

@@ -11,8 +11,8 @@ from loop_doubles import ContractDouble, RegressionSet, collate
 from pipelines.checkpoint import checkpoint_name
 from pipelines.config import OptimConfig, TrainConfig
 from pipelines.distributed import DistributedContext
-from pipelines.logging import read_metrics_log
 from pipelines.loop import TrainingDiverged, fit
+from pipelines.metrics_log import read_metrics_log
 
 CTX = DistributedContext()
 

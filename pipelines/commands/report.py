@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the runs, print the table and optionally write it."""
-    from pipelines.report import load_run, report_json, report_table, summarise_groups
     from kg.atomic import write_text_atomic
+    from pipelines.run_report import load_run, report_json, report_table, summarise_groups
 
     summaries = summarise_groups([load_run(path) for path in args.runs], metrics=args.metrics,
                                  group_by=args.group_by)

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 from kg.atomic import write_atomic
 from kg.errors import InputError
 from pipelines.config import EvalConfig
+from pipelines.data.motor_samples import MotorSamples
 from pipelines.run import RunContext
-from pipelines.samples import MotorSamples
 from pipelines.tasks.sources import Source
 
 #: A head task's weights, in its run directory.

@@ -5,8 +5,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from pipelines.data.motor_samples import MotorSamples, study_texts
 from pipelines.run import RunContext, training_sk_sentences
-from pipelines.samples import MotorSamples, study_texts
 from pipelines.tasks.base import Task, metrics_table
 from pipelines.tasks.sources import Source
 
