@@ -24,10 +24,10 @@ import time
 import numpy as np
 from PIL import Image
 
-from pipelines.data.render import render_scene
-from pipelines.data.report_writer import write_report
-from pipelines.data.scene import sample_scene, study_rng
 from pipelines.data.synthetic import generate
+from pipelines.data.synthetic.render import render_scene
+from pipelines.data.synthetic.report_writer import write_report
+from pipelines.data.synthetic.scene import sample_scene, study_rng
 
 TARGET_SECONDS_PER_1000 = 60.0
 

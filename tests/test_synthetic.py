@@ -25,10 +25,10 @@ from kg.manifest import read_manifest, read_vqa_manifest
 from kg.radgraph_reader import RadGraphReader
 from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
 from pipelines.cli import main as motor
-from pipelines.data import synthetic
-from pipelines.data.render import render_scene
-from pipelines.data.scene import Scene, sample_scene, study_rng
+from pipelines.data.synthetic import generator as synthetic
 from pipelines.data.synthetic import assign_splits, generate, make_study
+from pipelines.data.synthetic.render import render_scene
+from pipelines.data.synthetic.scene import Scene, sample_scene, study_rng
 
 GK = load_gk()
 SCHEMA = label_schema()

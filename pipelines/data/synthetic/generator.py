@@ -1,7 +1,7 @@
 """The embedded synthetic chest X-ray dataset: images, reports, labels, RadGraph and VQA from a seed.
 
 Every command of the project runs offline on this data. Study ``i`` under seed ``s`` is drawn from
-its own random stream (:func:`~pipelines.data.scene.study_rng`), so a study's content does not depend
+its own random stream (:func:`~pipelines.data.synthetic.scene.study_rng`), so a study's content does not depend
 on how many studies are generated, nor on the number of worker processes; only its image depends on
 ``image_size``.
 
@@ -16,7 +16,7 @@ on how many studies are generated, nor on the number of worker processes; only i
       splits.json                {"train": [ids], "val": [ids], "test": [ids]} (80 / 10 / 10 %)
       summary.json               arguments and prevalence figures
 
-Labels follow :mod:`pipelines.data.labels`. The files are written to a temporary directory beside
+Labels follow :mod:`pipelines.data.synthetic.labels`. The files are written to a temporary directory beside
 ``out_dir`` and renamed into place at the end; the same arguments give byte-identical files.
 """
 from __future__ import annotations
@@ -37,11 +37,11 @@ from kg.atomic import has_format_marker, replace_directory, write_text_atomic
 from kg.errors import InputError
 from kg.label_schema import LabelValue, label_schema
 from kg.manifest import ManifestRecord, VQARecord, write_manifest, write_vqa_manifest
-from pipelines.data.labels import chexpert_from_mentions, gk_truth
-from pipelines.data.render import render_scene
-from pipelines.data.report_writer import WrittenReport, write_report
-from pipelines.data.scene import Scene, sample_scene, study_rng
-from pipelines.data.vqa import QAPair, make_questions
+from pipelines.data.synthetic.labels import chexpert_from_mentions, gk_truth
+from pipelines.data.synthetic.render import render_scene
+from pipelines.data.synthetic.report_writer import WrittenReport, write_report
+from pipelines.data.synthetic.scene import Scene, sample_scene, study_rng
+from pipelines.data.synthetic.vqa import QAPair, make_questions
 
 GENERATOR = "motor-kg synthetic chest X-ray"
 DATA_SOURCE = "synthetic"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from kg.label_schema import NO_FINDING, LabelValue, is_no_finding, label_schema
 
 if TYPE_CHECKING:
-    from pipelines.data.scene import Scene
+    from pipelines.data.synthetic.scene import Scene
 
 
 def gk_truth(scene: "Scene") -> list[int]:

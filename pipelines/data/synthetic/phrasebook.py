@@ -1,6 +1,6 @@
 """Report wording of the synthetic generator: sentence templates with their RadGraph annotation inline.
 
-Template markup (parsed by :mod:`pipelines.data.report_writer`):
+Template markup (parsed by :mod:`pipelines.data.synthetic.report_writer`):
 
 * ``[words](LABEL#name rel>target ... +concept -concept ?concept)`` is an annotated span: ``LABEL``
   is a RadGraph entity label, ``name`` a handle local to the sentence, ``rel>target`` a relation

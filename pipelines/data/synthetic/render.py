@@ -1,4 +1,4 @@
-"""Draw a synthetic PA chest radiograph from a :class:`~pipelines.data.scene.Scene`.
+"""Draw a synthetic PA chest radiograph from a :class:`~pipelines.data.synthetic.scene.Scene`.
 
 The picture is built as an attenuation map (bright = dense), vectorised over a pixel grid:
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from pipelines.data.scene import Anatomy, FindingInstance, Scene, sides_of
+from pipelines.data.synthetic.scene import Anatomy, FindingInstance, Scene, sides_of
 
 #: x direction of each patient side on a PA image: the patient's right is on the image's left.
 SIDE_SIGN = {"right": -1.0, "left": 1.0}

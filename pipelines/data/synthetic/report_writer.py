@@ -1,6 +1,6 @@
 """Write the report of a synthetic study, with its gold RadGraph annotation and label mentions.
 
-The writer fills the templates of :mod:`pipelines.data.phrasebook` from the scene's findings and
+The writer fills the templates of :mod:`pipelines.data.synthetic.phrasebook` from the scene's findings and
 assembles a FINDINGS section (devices, heart, mediastinum, lungs, pleura, bones; each with its
 positive findings and some pertinent negatives) and an IMPRESSION (the main findings by clinical
 priority, numbered or not; a normal or "no acute process" statement otherwise).
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
-from pipelines.data.phrasebook import (
+from pipelines.data.synthetic.phrasebook import (
     NEGATIVE_RATE,
     NEGATIVES,
     NO_ACUTE_IMPRESSIONS,
@@ -34,7 +34,7 @@ from pipelines.data.phrasebook import (
     check_phrasebook,
 )
 from kg.label_schema import gk_finding_ids
-from pipelines.data.scene import FindingInstance, Scene, pneumonia_sign
+from pipelines.data.synthetic.scene import FindingInstance, Scene, pneumonia_sign
 
 _SPAN = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
 _SENTENCE_TAGS = re.compile(r"\s*<([^>]*)>\s*$")

@@ -1,7 +1,7 @@
 """What one synthetic study shows: patient geometry plus the GK findings present, sampled from a seed.
 
-A :class:`Scene` is the single source the renderer (:mod:`pipelines.data.render`), the report writer
-(:mod:`pipelines.data.report_writer`), the labels and the VQA pairs are all derived from, so image,
+A :class:`Scene` is the single source the renderer (:mod:`pipelines.data.synthetic.render`), the report writer
+(:mod:`pipelines.data.synthetic.report_writer`), the labels and the VQA pairs are all derived from, so image,
 text and labels agree by construction.
 
 Findings are drawn through clinical scenarios so that they co-occur plausibly (heart failure:

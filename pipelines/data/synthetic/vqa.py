@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.data.phrasebook import PHRASES, RIB_ORDINALS
-from pipelines.data.scene import FindingInstance, Scene, sides_of
+from pipelines.data.synthetic.phrasebook import PHRASES, RIB_ORDINALS
+from pipelines.data.synthetic.scene import FindingInstance, Scene, sides_of
 
 #: Findings answered by lung zone in "Where is ...?".
 _ZONED = ("opacity", "airspace_disease", "lesion", "atelectasis", "cicatrix")
