@@ -1,12 +1,16 @@
 """Shared test fixtures.
 
 Tests that read the IU-Xray development reports (kept beside the project, never inside it) use the
-``iu_xray_reports`` fixture, which skips with a clear reason when the file is absent.
+``iu_xray_reports`` fixture, which skips with a clear reason when the file is absent. Modules that
+run the tiny models use ``one_torch_thread`` (``pytestmark = pytest.mark.usefixtures(...)``) and the
+``tokenizer`` they were built with.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,22 @@ def iu_xray_reports() -> Path:
     if not IU_XRAY_REPORTS.is_file():
         pytest.skip(f"IU-Xray development reports not found at {IU_XRAY_REPORTS} (set MOTOR_KG_SHARED)")
     return IU_XRAY_REPORTS
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run the module's tests with one torch thread, then restore the setting."""
+    from model_cases import one_torch_thread as single_thread
+
+    yield from single_thread()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny synthetic-corpus tokenizer, trained once per test module."""
+    from model_cases import train_tiny_tokenizer
+
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(autouse=True)

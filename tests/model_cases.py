@@ -92,3 +92,37 @@ def make_samples(n: int = BATCH, seed: int = 0, first_index: int = 0) -> list[di
 def make_batch(tokenizer, config: MotorConfig, n: int = BATCH, seed: int = 0, first_index: int = 0) -> dict:
     """A collated batch of :func:`make_samples`."""
     return MotorCollator.from_config(tokenizer, config)(make_samples(n, seed, first_index))
+
+
+class LossCase:
+    """The checks every objective must pass (a subclass per loss, as PyKEEN's ``cases.py``).
+
+    A subclass gives :meth:`make_loss` and :meth:`call`; the checks: the loss is a finite,
+    non-negative scalar, gradients reach the differentiable inputs, and it is deterministic.
+    """
+
+    def make_loss(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def call(self, loss: torch.nn.Module, generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(loss value, the inputs it is differentiable in)`` on random inputs drawn from ``generator``."""
+        raise NotImplementedError
+
+    def _value(self, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.call(self.make_loss(), torch.Generator().manual_seed(seed))
+
+    def test_is_a_finite_non_negative_scalar(self) -> None:
+        value, _ = self._value()
+        assert value.shape == () and torch.isfinite(value) and value >= 0
+
+    def test_gradients_reach_the_inputs(self) -> None:
+        value, inputs = self._value()
+        value.backward()
+        for tensor in inputs:
+            assert tensor.grad is not None and torch.isfinite(tensor.grad).all()
+        assert any(bool(tensor.grad.abs().sum() > 0) for tensor in inputs)
+
+    def test_is_deterministic(self) -> None:
+        first, _ = self._value(seed=3)
+        second, _ = self._value(seed=3)
+        assert torch.equal(first, second)

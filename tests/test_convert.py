@@ -14,7 +14,7 @@ import torch
 from kg.errors import InputError, MissingResourceError
 from model.convert import ConversionReport, convert_checkpoint, map_key, read_checkpoint
 from model.motor import MotorModel
-from model_cases import make_batch, one_torch_thread, tiny_config, train_tiny_tokenizer
+from model_cases import make_batch, tiny_config, train_tiny_tokenizer
 from pipelines.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -24,9 +24,7 @@ BLIP_TOWERS = (("momentum.image_encoder.vit.", "visual_encoder_m."), ("image_enc
                ("momentum.text_proj.", "text_proj_m."))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from kg.cli import main as kg_main
 from kg.embeddings import EmbedConfig, load, read_triples, train_embeddings
@@ -35,13 +34,8 @@ def cluster_of(label: str) -> str:
     return label.removeprefix("finding").removeprefix("organ").split("_")[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Graphs this small train fastest on one thread; restore the caller's setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Graphs this small train fastest on one thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_cases import BATCH, make_batch, one_torch_thread, tiny_config, train_tiny_tokenizer
+from model_cases import BATCH, LossCase, make_batch, tiny_config
 
 from kg.gk import load_gk
 from model import build_model
 from model.gather import gather_from_all
 from model.knowledge import GKEncoder, SKEncoder, retrieve_knowledge
-from model.losses import ContrastiveLoss, LanguageModelingLoss, MultiLabelLoss, sample_hard_negatives
+from model.losses import ContrastiveLoss, LanguageModelingLoss, MatchingLoss, MultiLabelLoss, sample_hard_negatives
 from model.queues import FeatureQueue
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny synthetic-corpus tokenizer every model in this file uses."""
-    return train_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------- queues
@@ -279,6 +271,48 @@ def test_report_encoder_is_bidirectional_decoder_causal_and_grounded_encoder_see
 
 
 # ---------------------------------------------------------------------------- losses
+class TestContrastiveLoss(LossCase):
+    def make_loss(self):
+        return ContrastiveLoss()
+
+    def call(self, loss, generator):
+        image, text = (torch.randn(4, 8, generator=generator).requires_grad_() for _ in range(2))
+        queue = F.normalize(torch.randn(3, 8, generator=generator), dim=1)
+        value, _, _ = loss(F.normalize(image, dim=1), F.normalize(text, dim=1), F.normalize(image, dim=1).detach(),
+                           F.normalize(text, dim=1).detach(), queue, queue, torch.arange(4), torch.tensor([0, 5, 6]),
+                           torch.tensor(0.07), 0.4)
+        return value, [image, text]
+
+
+class TestMatchingLoss(LossCase):
+    def make_loss(self):
+        return MatchingLoss()
+
+    def call(self, loss, generator):
+        logits = torch.randn(6, 2, generator=generator).requires_grad_()
+        return loss(logits, 3), [logits]
+
+
+class TestLanguageModelingLoss(LossCase):
+    def make_loss(self):
+        return LanguageModelingLoss()
+
+    def call(self, loss, generator):
+        logits = torch.randn(2, 5, 11, generator=generator).requires_grad_()
+        ids = torch.randint(0, 11, (2, 5), generator=generator)
+        return loss(logits, ids, torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])), [logits]
+
+
+class TestMultiLabelLoss(LossCase):
+    def make_loss(self):
+        return MultiLabelLoss(uncertain="positive", unmentioned="ignore")
+
+    def call(self, loss, generator):
+        logits = torch.randn(3, 4, generator=generator).requires_grad_()
+        labels = torch.tensor([[1.0, 0.0, -1.0, math.nan], [0.0, 0.0, 1.0, 1.0], [math.nan, -1.0, 0.0, 1.0]])
+        return loss(logits, labels), [logits]
+
+
 def test_contrastive_loss_without_queue_or_distillation_is_symmetric_cross_entropy():
     generator = torch.Generator().manual_seed(0)
     image = F.normalize(torch.randn(4, 8, generator=generator), dim=1)

@@ -7,22 +7,14 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from model_cases import BATCH, make_batch, make_samples, one_torch_thread, tiny_config, train_tiny_tokenizer
+from model_cases import BATCH, make_batch, make_samples, tiny_config
 
 from kg.errors import InputError, MissingResourceError
 from model import DiagnosisHead, MotorCollator, MotorConfig, VQAHead, build_model, load_tokenizer
 from model.queues import FeatureQueue
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny synthetic-corpus tokenizer every model in this file uses."""
-    return train_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------- config

@@ -9,20 +9,12 @@ import json
 
 import pytest
 import torch
-from model_cases import BATCH, make_batch, one_torch_thread, tiny_config, train_tiny_tokenizer
+from model_cases import BATCH, make_batch, tiny_config
 
 from model import MotorModel, build_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny synthetic-corpus tokenizer every model in this file uses."""
-    return train_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ALL_COMPONENTS = {"gk_encoder", "gk_image_encoder", "sk_encoder", "sk_image_encoder", "label_scorer"}
