@@ -1,4 +1,4 @@
-"""Reading files: their sha256, and JSON documents with errors that name the file.
+"""Reading files: their sha256, and JSON / YAML documents with errors that name the file.
 
 The one place the project hashes a file or reads a whole JSON document (line-by-line formats such
 as manifests and JSONL reports have readers of their own that name the line).
@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kg.errors import InputError
 
@@ -47,3 +49,23 @@ def read_json(path: str | os.PathLike, *, missing: str = "file not found") -> An
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"not valid JSON: {err}", file=path) from err
+
+
+def read_yaml(path: str | os.PathLike, *, missing: str = "file not found", error: type[InputError] = InputError) -> Any:
+    """The parsed YAML document at ``path``.
+
+    Args:
+        missing: the message when there is no such file.
+        error: the :class:`InputError` subclass to raise (e.g. the caller's own schema error).
+
+    Raises:
+        InputError: (as ``error``) naming the file: ``missing`` when it does not exist,
+            ``not valid YAML: ...`` when it does not parse.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(missing, file=path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise error(f"not valid YAML: {err}", file=path) from err

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from graphs import LABELS, graph_file
 from kg.errors import InputError
+from kg.files import read_yaml
 from kg.gk import load_gk
 
 #: CheXpert class names with a rule of their own (see the module docstring).
@@ -125,7 +124,7 @@ def load_chexpert_classes(path: str | Path | None = None) -> list[ChexpertClass]
             without a name, ``gk`` / ``terms`` not a list of strings, duplicate names).
     """
     source = Path(path) if path is not None else graph_file(LABELS)
-    data = _read_yaml(source)
+    data = read_yaml(source, missing="label schema file not found")
     entries = data.get("chexpert") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise InputError("expected a non-empty 'chexpert' list", file=source, field="chexpert")
@@ -179,15 +178,6 @@ def chexpert_names(labels_path: str | Path | None = None) -> tuple[str, ...]:
 def gk_finding_ids() -> tuple[str, ...]:
     """Ids of the shipped GK graph's findings, in graph order (the order of ``gk_labels``)."""
     return label_schema().gk_findings
-
-
-def _read_yaml(source: Path) -> Any:
-    if not source.is_file():
-        raise InputError("label schema file not found", file=source)
-    try:
-        return yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise InputError(f"not valid YAML: {err}", file=source) from err
 
 
 def _strings(value: Any, source: Path, record: str, field: str) -> tuple[str, ...]:

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from graphs import LABELS, graph_file
 from kg.errors import InputError
+from kg.files import read_yaml
 from kg.gk import ORGAN, ROOT, load_gk
 from kg.label_schema import ChexpertClass, load_chexpert_classes
 
@@ -296,12 +295,7 @@ def _check_concepts(concepts: frozenset[str], columns: set[str], source: Path, r
 
 
 def _read_yaml(source: Path) -> Any:
-    if not source.is_file():
-        raise LexiconError("lexicon data file not found", file=source)
-    try:
-        return yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise LexiconError(f"not valid YAML: {err}", file=source) from err
+    return read_yaml(source, missing="lexicon data file not found", error=LexiconError)
 
 
 def _list(data: dict[str, Any], key: str, source: Path) -> list[dict[str, Any]]:

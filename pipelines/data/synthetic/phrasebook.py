@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kg.errors import InputError
+from kg.files import read_yaml
 
 #: The phrase book's data file.
 PHRASEBOOK_FILE = Path(__file__).resolve().parent / "phrasebook.yaml"
@@ -80,7 +79,7 @@ def load_phrasebook(path: Path = PHRASEBOOK_FILE) -> dict[str, Any]:
     Raises:
         InputError: naming the file, entry and field that breaks the schema.
     """
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError("top level must be a mapping", file=path)
     missing = [key for key in _KEYS if key not in data]
