@@ -46,6 +46,7 @@ from pipelines.loop import fit
 from pipelines.prepare import (
     RADGRAPH_NAME,
     VQA_MANIFEST_NAME,
+    check_images,
     companion_file,
     find_manifest,
     keeps_thread_count,
@@ -487,6 +488,8 @@ def finetune(
     manifest = task_manifest(source, config.data.manifest, run_dir, config.data, motor.config.image_size, ctx)
     task = make_task(config.task, motor, manifest, config.eval, ctx.device, missing=config.data.missing,
                      vqa_manifest=vqa_manifest_path(config.data.vqa_manifest))
+    image_manifest = task.vqa_manifest if isinstance(task, VQATask) else manifest
+    check_images(image_manifest, ctx, missing=config.data.missing, echo=say)
     say(f"{config.task}: {source.model_dir} on {manifest} "
         f"({len(task.splits['train'])} train / {len(task.splits['val'])} val / {len(task.splits['test'])} test)")
 

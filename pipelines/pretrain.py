@@ -2,7 +2,8 @@
 
 Stages, in order (rank 0 writes, every process trains):
 
-1. the manifest (``data.manifest``, or the synthetic set generated into ``RUN/data``);
+1. the manifest (``data.manifest``, or the synthetic set generated into ``RUN/data``), every image
+   of whose splits must decode (:func:`pipelines.prepare.check_images`) before anything trains;
 2. the report tokenizer (``RUN/tokenizer``), trained on the training split's reports;
 3. for knowledge switches with an SK path, the ``kg`` store of the training reports
    (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once;
@@ -28,6 +29,7 @@ from pipelines.knowledge import STORE_NAME, build_training_store, sk_sentences, 
 from pipelines.loop import fit
 from pipelines.prepare import (
     RADGRAPH_NAME,
+    check_images,
     companion_file,
     keeps_thread_count,
     make_deterministic,
@@ -112,6 +114,7 @@ def pretrain(
     model_config = resolve_model_config(config.model)
 
     manifest = prepare_data(config.data, run_dir, model_config.image_size, ctx)
+    check_images(manifest, ctx, missing=config.data.missing, echo=say)
     train_studies = load_split(manifest, "train", model_config, config.data.missing)
     studies = study_texts(train_studies)
     say(f"data: {manifest} ({len(train_studies)} training studies)")
