@@ -24,7 +24,6 @@ reading them whole instead (the state file with ``weights_only=True``, every ten
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -43,6 +42,7 @@ from safetensors.torch import load_model, save_model
 
 from kg import atomic
 from kg.errors import InputError
+from pipelines.run_bundle import sha256_file
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -195,16 +195,8 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _describe(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _first_line(err: BaseException) -> str:
@@ -248,7 +240,7 @@ def verify_checkpoint(checkpoint: str | os.PathLike) -> int:
         actual = path.stat().st_size
         if actual != size:
             raise CheckpointError(f"{actual} bytes where {size} were written: truncated or replaced", file=path)
-        if _sha256(path) != sha256:
+        if sha256_file(path) != sha256:
             raise CheckpointError("content differs from the SHA-256 recorded when it was written", file=path)
     return step
 
