@@ -21,7 +21,7 @@ from kg.errors import InputError
 from pipelines.config import EvalConfig, FinetuneConfig, to_dict
 from pipelines.distributed import DistributedContext, barrier
 from pipelines.loop import fit
-from pipelines.prepare import keeps_thread_count, seed_everything
+from pipelines.prepare import check_images, keeps_thread_count, seed_everything
 from pipelines.run import MODEL_DIR, checkpoint_summary, load_chosen_weights, start_run, training_summary
 from pipelines.run_bundle import RunResult, describe_file
 from pipelines.tasks import make_task
@@ -57,6 +57,7 @@ def finetune(
     manifest = task_manifest(source, config.data.manifest, run_dir, config.data, motor.config.image_size, ctx)
     task = make_task(config.task, motor, manifest, config.eval, ctx.device, missing=config.data.missing,
                      vqa_manifest=vqa_manifest_path(config.data.vqa_manifest))
+    check_images(task.image_manifest, ctx, missing=config.data.missing, echo=say)
     say(f"{config.task}: {source.model_dir} on {manifest} "
         f"({len(task.splits['train'])} train / {len(task.splits['val'])} val / {len(task.splits['test'])} test)")
 

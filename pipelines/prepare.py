@@ -1,4 +1,5 @@
-"""What every pipeline does before training: seeding, finding or generating data, the tokenizer.
+"""What every pipeline does before training: seeding, finding or generating data, checking its
+images, the tokenizer.
 
 Rank 0 writes shared files (the synthetic set, the tokenizer) and the other processes wait for it.
 """
@@ -17,7 +18,7 @@ import torch
 
 from kg.errors import InputError
 from pipelines.config import DataConfig, TokenizerConfig
-from pipelines.distributed import DistributedContext, barrier
+from pipelines.distributed import DistributedContext, barrier, broadcast_object
 
 MANIFEST_NAME = "manifest.jsonl"
 VQA_MANIFEST_NAME = "vqa.jsonl"
@@ -104,6 +105,33 @@ def prepare_data(data: DataConfig, run_dir: str | os.PathLike, image_size: int, 
             generate(out, **settings)
     barrier()
     return out / MANIFEST_NAME
+
+
+def check_images(
+    manifest: Path, ctx: DistributedContext, *, missing: str = "error", echo: Callable[[str], None] | None = None
+) -> None:
+    """Decode every image of every split of ``manifest`` before training (cached; see
+    :mod:`pipelines.data.image_check`): rank 0 checks while the other processes wait, and every
+    process raises the same error, so none is left waiting for a run that stopped.
+
+    Raises:
+        InputError: an image does not decode (or is absent with ``missing="error"``), naming the
+            image file, the manifest, the record and the split.
+    """
+    from pipelines.data.image_check import verify_images
+
+    error: InputError | None = None
+    if ctx.is_main:
+        try:
+            check = verify_images(manifest, missing=missing)
+        except InputError as err:
+            error = err
+        else:
+            if echo is not None:
+                echo(check.summary())
+    error = broadcast_object(error)
+    if error is not None:
+        raise error
 
 
 def companion_file(manifest: Path, name: str) -> Path | None:

@@ -2,7 +2,8 @@
 
 Stages, in order (rank 0 writes, every process trains):
 
-1. the manifest (``data.manifest``, or the synthetic set generated into ``RUN/data``);
+1. the manifest (``data.manifest``, or the synthetic set generated into ``RUN/data``), every
+   image of whose splits must decode (:func:`pipelines.prepare.check_images`) before anything trains;
 2. the report tokenizer (``RUN/tokenizer``), trained on the training split's reports;
 3. for knowledge switches with an SK path, the ``kg`` store of the training reports
    (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once;
@@ -24,7 +25,7 @@ from pipelines.checkpoint import TrainingProgress
 from pipelines.config import PretrainConfig, dump_config, resolve_model_config, to_dict
 from pipelines.distributed import barrier
 from pipelines.loop import fit
-from pipelines.prepare import keeps_thread_count, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.prepare import check_images, keeps_thread_count, prepare_data, prepare_tokenizer, seed_everything
 from pipelines.sk_store import uses_sk
 from pipelines.run import (
     MODEL_DIR,
@@ -85,6 +86,7 @@ def pretrain(
     model_config = resolve_model_config(config.model)
 
     manifest = prepare_data(config.data, run_dir, model_config.image_size, ctx)
+    check_images(manifest, ctx, missing=config.data.missing, echo=say)
     train_studies = load_split(manifest, "train", model_config, config.data.missing)
     studies = study_texts(train_studies)
     say(f"data: {manifest} ({len(train_studies)} training studies)")

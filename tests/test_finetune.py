@@ -144,3 +144,30 @@ def test_a_missing_vqa_manifest_is_named(pretrained, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert str(missing) in err and "data.vqa_manifest" in err
+
+
+@pytest.mark.parametrize("task, manifest_name", [("diagnosis", "manifest.jsonl"), ("vqa", "vqa.jsonl")])
+def test_a_corrupt_test_image_stops_finetuning_before_any_step(task, manifest_name, pretrained, tmp_path, capsys,
+                                                               monkeypatch):
+    import shutil
+
+    import pipelines.finetune
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started although an image does not decode")
+
+    monkeypatch.setattr(pipelines.finetune, "fit", no_training)
+    data = tmp_path / "data"
+    shutil.copytree(pretrained / "data", data)
+    rows = [json.loads(line) for line in (data / manifest_name).read_text().splitlines()]
+    bad = next(row for row in rows if row["split"] == "test")
+    image = data / bad["image"]
+    image.write_bytes(image.read_bytes()[:50])
+    first = next(row for row in rows if row["image"] == bad["image"])  # VQA questions share images
+    record = f"question {first['qid']}" if task == "vqa" else f"study {first['study_id']}"
+    assert main(["finetune", "--task", task, "--from", str(pretrained), "--data", str(data),
+                 "--out", str(tmp_path / "out"), "--no-progress", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert f"{data / manifest_name}: record {record}: field 'image': image {image.resolve()} (test split) " \
+           "does not decode" in err
+    assert not (tmp_path / "out" / "checkpoints").exists()

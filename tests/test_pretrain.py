@@ -77,7 +77,7 @@ TINY = ["--set", "data.synthetic_n=24", "--set", "model.image_size=32", "--set",
 
 
 @pytest.mark.timeout(120)
-def test_pretrain_cli_writes_the_bundle_and_resumes_a_killed_run_exactly(tmp_path):
+def test_pretrain_cli_writes_the_bundle_and_resumes_a_killed_run_exactly(tmp_path, capsys):
     import hashlib
     import json
     import shutil
@@ -111,14 +111,20 @@ def test_pretrain_cli_writes_the_bundle_and_resumes_a_killed_run_exactly(tmp_pat
     assert metrics["training"]["steps"] == 3
     assert 0.0 <= metrics["zero_shot_retrieval"]["itc"]["i2t_R@10"] <= 1.0
 
-    # A run killed after its step-2 checkpoint: only config.yaml, data and that checkpoint remain.
+    # A run killed while its step-3 checkpoint was being copied: config.yaml, data, the step-2
+    # checkpoint and a truncated step-3 one remain. Resume passes over the damaged one and says so.
     killed = tmp_path / "killed"
     shutil.copytree(full, killed)
-    shutil.rmtree(killed / "checkpoints" / "step_00000003")
+    damaged = killed / "checkpoints" / "step_00000003" / "model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
     for name in ("metrics.json", "metrics.md", "run.json", "env.json", "git.json"):
         (killed / name).unlink()
     shutil.rmtree(killed / "model")
+    capsys.readouterr()
     assert main(["pretrain", "--resume", str(killed), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"resuming from step 2 ({killed / 'checkpoints' / 'step_00000002'})" in printed
+    assert f"{damaged}: " in printed
     expected = load_file(full / "checkpoints" / "step_00000003" / "model.safetensors")
     resumed = load_file(killed / "checkpoints" / "step_00000003" / "model.safetensors")
     assert expected.keys() == resumed.keys()

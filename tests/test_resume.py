@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from loop_doubles import ContractDouble, RegressionSet, collate
-from pipelines.checkpoint import checkpoint_name
+from test_checkpoint import rewrite_checksums
+from pipelines.checkpoint import checkpoint_name, find_resume_point
 from pipelines.config import OptimConfig, TrainConfig
 from pipelines.distributed import DistributedContext
 from pipelines.loop import TrainingDiverged, fit
@@ -62,6 +63,21 @@ def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path, grad_ac
     assert [line["step"] for line in read_metrics_log(tmp_path / "cut")] == list(range(1, 8))
 
 
+def test_resume_over_a_truncated_newest_checkpoint_takes_the_previous_one_exactly(tmp_path):
+    reference, ref_result = run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", interrupt_at=5)
+    newest = tmp_path / "cut" / "checkpoints" / checkpoint_name(4)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    point = find_resume_point(tmp_path / "cut")
+    assert point.step == 2 and point.skipped[0][0] == newest
+    resumed, result = run(tmp_path / "cut", resume=point.checkpoint)
+    assert_same_state(reference, resumed)
+    assert result.progress == ref_result.progress
+    assert without_timing(read_metrics_log(tmp_path / "cut")) == without_timing(read_metrics_log(tmp_path / "ref"))
+
+
 def test_resume_restores_optimizer_and_queue_not_just_weights(tmp_path):
     reference, _ = run(tmp_path / "ref")
     # Same weights but fresh optimizer moments / queue would diverge: check the resumed run needs them.
@@ -71,6 +87,7 @@ def test_resume_restores_optimizer_and_queue_not_just_weights(tmp_path):
     state = torch.load(state_file, weights_only=True)
     state["optimizer"]["state"] = {}
     torch.save(state, state_file)
+    rewrite_checksums(checkpoint)  # a whole checkpoint, only without the optimizer moments
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / checkpoint_name(6))
     degraded, _ = run(tmp_path / "cut", resume=checkpoint)
     assert not torch.equal(reference.encoder.weight, degraded.encoder.weight)

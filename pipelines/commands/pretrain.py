@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from model.variants import KNOWLEDGE_VARIANTS
@@ -12,7 +13,7 @@ overrides. Without --data the embedded synthetic set is generated into the run d
 
   motor pretrain --config pipelines/configs/pretrain_tiny.yaml --knowledge full --out runs/pretrain
   motor pretrain --out runs/pretrain --set train.epochs=2 --set optim.lr=3e-4
-  motor pretrain --resume runs/pretrain          # continue exactly from the latest checkpoint
+  motor pretrain --resume runs/pretrain          # continue exactly from the newest checkpoint that verifies
   torchrun --nproc_per_node 4 -m pipelines.cli pretrain --config pipelines/configs/pretrain_base.yaml \\
       --data /data/mimic/manifest.jsonl --out runs/base
 
@@ -42,14 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="knowledge switch (overrides model.knowledge)")
     parser.add_argument("--out", metavar="RUN_DIR", default="runs/pretrain", help="run directory (default: runs/pretrain)")
     parser.add_argument("--resume", metavar="RUN_DIR|auto",
-                        help="continue a run from its latest checkpoint; 'auto' resumes --out when it has one")
+                        help="continue a run from its newest checkpoint that verifies (damaged newer ones are "
+                             "named and skipped); 'auto' resumes --out when it has one")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs (RUN_DIR/tensorboard)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the configuration and resume point, then pretrain."""
-    from pipelines.checkpoint import latest_checkpoint, resolve_checkpoint
+    from pipelines.checkpoint import find_resume_point, has_checkpoints
     from pipelines.config import PretrainConfig, builtin_config, load_config
     from pipelines.distributed import cleanup
     from pipelines.pretrain import pretrain
@@ -63,12 +65,16 @@ def run(args: argparse.Namespace) -> int:
     resume_from = None
     config_path = Path(args.config) if args.config else builtin_config("pretrain_tiny")
     if args.resume is not None:
-        if args.resume == "auto":
-            resume_from = latest_checkpoint(out)
-        else:
-            resume_from = resolve_checkpoint(args.resume)
-            out = resume_from.parents[1]
-        if resume_from is not None:
+        # The newest checkpoint that verifies; damaged newer ones are passed over and named.
+        point = None
+        if args.resume != "auto":
+            point = find_resume_point(args.resume)
+        elif has_checkpoints(out):
+            point = find_resume_point(out)
+        if point is not None:
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(point.describe())
+            resume_from, out = point.checkpoint, point.checkpoint.parents[1]
             # The run's own resolved config; overrides still apply (and are recorded).
             config_path = out / "config.yaml"
     config = load_config(PretrainConfig, config_path, overrides)

@@ -80,6 +80,11 @@ class Task(abc.ABC):
         """
         return {}
 
+    @property
+    def image_manifest(self) -> Path:
+        """The manifest whose images this task reads (checked before training)."""
+        return self.manifest
+
     def data_files(self) -> dict[str, Any]:
         """Data files beside the study manifest that the run bundle records (name → description)."""
         return {}

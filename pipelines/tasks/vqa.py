@@ -134,6 +134,10 @@ class VQATask(Task):
         self.collate = VQACollator(self.collate, self.vocabulary)
         self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
 
+    @property
+    def image_manifest(self) -> Path:
+        return self.vqa_manifest
+
     def data_files(self) -> dict[str, Any]:
         return {"vqa_manifest": describe_file(self.vqa_manifest)}
 
