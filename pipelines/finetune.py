@@ -286,7 +286,7 @@ def _f1_radgraph_section(rows: dict[str, dict[str, Any]]) -> list[str]:
     from pipelines.metrics.radgraph import f1_radgraph_table
 
     table = f1_radgraph_table({name: row.get("f1_radgraph") for name, row in rows.items()})
-    return ["", table] if table else []
+    return [table] if table else []
 
 
 class DiagnosisTask(Task):
