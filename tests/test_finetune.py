@@ -86,19 +86,26 @@ def test_finetune_then_evaluate_reproduces_the_test_metrics(task, pretrained, tm
     assert (out / "metrics.md").read_text().startswith(f"# {task}")
     if task == "generation":
         assert "F1-RadGraph (motor-kg rules annotator): " in (out / "metrics.md").read_text()
-        check_package_annotations(run_dir, evaluated, tmp_path, extra)
 
 
 def letters(text):
     return "".join(c for c in text.lower() if c.isascii() and c.isalnum())
 
 
-def check_package_annotations(run_dir, evaluated, tmp_path, extra):
+@pytest.mark.timeout(120)
+def test_generation_evaluation_reads_package_annotations(pretrained, tmp_path, capsys):
     """`--radgraph-annotations` with the greedy and reference reports annotated as the package
     writes them: the rules annotator's own annotations give the rules annotator's figures."""
     from pipelines.metrics.radgraph import annotate_texts
 
+    extra = TINY[4:]
+    rules_out = tmp_path / "eval-rules"
+    assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(rules_out), *extra]) == 0
+    evaluated = json.loads((rules_out / "metrics.json").read_text())["test"]
     reports = evaluated["reports"]
+    assert len(reports) == evaluated["n"]
+    assert [row["reference"] for row in reports[:len(evaluated["examples"])]] == \
+        [example["reference"] for example in evaluated["examples"]]
     files = []
     for side in ("greedy", "reference"):
         texts = [row[side] for row in reports]
@@ -110,7 +117,7 @@ def check_package_annotations(run_dir, evaluated, tmp_path, extra):
         path.write_text(json.dumps(document))
         files.append(str(path))
     out = tmp_path / "eval-package"
-    assert main(["evaluate", "--task", "generation", "--model", str(run_dir), "--out", str(out),
+    assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(out),
                  "--radgraph-annotations", *files, *extra]) == 0
     package = json.loads((out / "metrics.json").read_text())["test"]
     assert package["greedy"]["f1_radgraph"]["annotator"] == "radgraph package annotations"
@@ -120,6 +127,14 @@ def check_package_annotations(run_dir, evaluated, tmp_path, extra):
     beam_is_greedy = all(letters(row["beam"]) == letters(row["greedy"]) for row in reports)
     assert (package["beam"]["f1_radgraph"] is None) == (not beam_is_greedy)
     assert "F1-RadGraph (radgraph package annotations): " in (out / "metrics.md").read_text()
+    capsys.readouterr()
+    # Files are checked before anything runs; the flag is for generation only.
+    assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(out),
+                 "--radgraph-annotations", files[0], str(tmp_path / "missing.json")]) == 1
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "diagnosis", "--model", str(pretrained), "--out", str(out),
+                 "--radgraph-annotations", *files]) == 1
+    assert "only report generation" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_a_model_without_the_task_head(pretrained, tmp_path, capsys):
