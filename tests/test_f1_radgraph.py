@@ -158,3 +158,20 @@ def test_table_names_the_annotator_and_leaves_out_unscored_rows() -> None:
     assert table.startswith("F1-RadGraph (radgraph package annotations): ")
     assert "| beam search (3) | – | – | – |" in table and "greedy reports only" in table
     assert f1_radgraph_table({"greedy": None}) == ""
+
+
+def test_demo_summary_reports_f1_radgraph_beside_clinical_efficacy() -> None:
+    from pipelines.demo import _task_rows
+
+    def row(score: float) -> dict:
+        return {"CIDEr": 0.1, "BLEU-4": 0.1, "clinical_efficacy": {"uncertain_negative": {"f1_micro": 0.2}},
+                "f1_radgraph": {"RG_E": score, "RG_ER": score / 2, "RG_ER_bar": score / 4,
+                                "annotator": "motor-kg rules annotator", "n": 2}}
+
+    rows = _task_rows("generation", {"test": {"greedy": row(0.4), "most_frequent_report": row(0.8)}})
+    radgraph = [(r["metric"], r["motor"], r["baseline"]) for r in rows if r["metric"].startswith("F1-RadGraph")]
+    assert radgraph == [("F1-RadGraph RG_E (greedy; motor-kg rules annotator)", 0.4, 0.8),
+                        ("F1-RadGraph RG_ER (greedy; motor-kg rules annotator)", 0.2, 0.4),
+                        ("F1-RadGraph RG_ER-bar (greedy; motor-kg rules annotator)", 0.1, 0.2)]
+    assert [r["metric"] for r in rows].index(radgraph[0][0]) > [r["metric"] for r in rows].index(
+        "CE micro F1 (greedy, uncertain negative)")
