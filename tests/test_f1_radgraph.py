@@ -70,6 +70,11 @@ def test_labels_must_agree_as_written() -> None:
     assert report_scores(uncertain, HYP_C)["RG_E"] == 0.0
     assert report_scores(xl, HYP_C)["RG_E"] == 0.0  # a package label never matches a coarse one
     assert report_scores(xl, xl)["RG_E"] == 1.0
+    # Two annotators with different label sets are compared on the coarse labels.
+    assert report_scores(xl, HYP_C, labels="coarse")["RG_E"] == 1.0
+    assert report_scores(uncertain, HYP_C, labels="coarse")["RG_E"] == 0.0
+    with pytest.raises(InputError, match="unknown label set 'xl'"):
+        report_scores(xl, HYP_C, labels="xl")
 
 
 def test_empty_reports_and_reports_without_entities_score_zero() -> None:

@@ -11,8 +11,9 @@ and each report pair gets three F1 scores over sets of "candidates" (the ``radgr
 * ``RG_ER_bar`` (complete): ``(tokens, label)`` for an entity without relations and
   ``(tokens, label, relation, target tokens)`` for each of its relations.
 
-Tokens are lower-cased, labels compared as the annotator wrote them, candidates are sets
-(repeats count once). Per report: precision = shared / hypothesis candidates, recall = shared /
+Tokens are lower-cased, labels compared as the annotator wrote them (``labels="written"``, as the
+package does) or by their coarse RadGraph label (``labels="coarse"``, :mod:`kg.radgraph_labels`:
+to compare two annotators with different label sets), candidates are sets (repeats count once). Per report: precision = shared / hypothesis candidates, recall = shared /
 reference candidates, F1 = their harmonic mean, 0 where undefined. A pair where either report is
 empty or has no entity scores 0 on all three, and the corpus figure is the plain mean over all
 pairs, empty ones included, as the package averages.
@@ -35,6 +36,8 @@ from kg.records import ReportRecord
 
 #: The three scores, in the order papers report them.
 SCORES = ("RG_E", "RG_ER", "RG_ER_bar")
+#: How entity labels are compared: as written by the annotator, or by coarse RadGraph label.
+LABEL_SETS = ("written", "coarse")
 #: Annotator key → the name every table prints after "F1-RadGraph".
 ANNOTATORS = {"rules": "motor-kg rules annotator", "radgraph": "radgraph package annotations"}
 
@@ -44,12 +47,12 @@ def table_name(annotator: str) -> str:
     return f"F1-RadGraph ({ANNOTATORS[annotator]})"
 
 
-def _candidates(record: ReportRecord) -> tuple[set, set, set]:
+def _candidates(record: ReportRecord, labels: str) -> tuple[set, set, set]:
     """The RG_E, RG_ER and RG_ER-bar candidate sets of one annotated report."""
     entities = record.entities
     simple, partial, complete = set(), set(), set()
     for entity in entities.values():
-        key = (entity.tokens.lower(), entity.written_label)
+        key = (entity.tokens.lower(), entity.written_label if labels == "written" else entity.label)
         simple.add(key)
         if entity.relations:
             partial.add((*key, True))
@@ -67,23 +70,30 @@ def _f1(hypothesis: set, reference: set) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
-def report_scores(hypothesis: ReportRecord | None, reference: ReportRecord | None) -> dict[str, float]:
+def report_scores(
+    hypothesis: ReportRecord | None, reference: ReportRecord | None, labels: str = "written",
+) -> dict[str, float]:
     """RG_E, RG_ER and RG_ER-bar of one generated report against its reference.
 
     Args:
         hypothesis, reference: the two reports' annotations; ``None`` for an empty report.
+        labels: ``"written"`` or ``"coarse"`` (:data:`LABEL_SETS`, see the module docstring).
 
     Returns:
         ``{"RG_E", "RG_ER", "RG_ER_bar"}``, each in [0, 1]; all 0 when either report is empty or
         has no entity.
     """
+    if labels not in LABEL_SETS:
+        raise InputError(f"unknown label set {labels!r}; choose one of {', '.join(LABEL_SETS)}", field="labels")
     if hypothesis is None or reference is None or not hypothesis.entities or not reference.entities:
         return dict.fromkeys(SCORES, 0.0)
-    return {name: _f1(h, r) for name, h, r in zip(SCORES, _candidates(hypothesis), _candidates(reference))}
+    return {name: _f1(h, r)
+            for name, h, r in zip(SCORES, _candidates(hypothesis, labels), _candidates(reference, labels))}
 
 
 def f1_radgraph(
     hypotheses: Sequence[ReportRecord | None], references: Sequence[ReportRecord | None], annotator: str = "rules",
+    labels: str = "written",
 ) -> dict[str, Any]:
     """F1-RadGraph of aligned generated and reference annotations.
 
@@ -91,6 +101,7 @@ def f1_radgraph(
         hypotheses: the generated reports' annotations (``None``: an empty report).
         references: the reference reports' annotations, aligned with ``hypotheses``.
         annotator: a key of :data:`ANNOTATORS`, recorded in the result.
+        labels: ``"written"`` (the package's way) or ``"coarse"`` (:data:`LABEL_SETS`).
 
     Returns:
         ``{"RG_E", "RG_ER", "RG_ER_bar"}`` (means over the ``n`` pairs, NaN for none),
@@ -104,7 +115,7 @@ def f1_radgraph(
         raise InputError(f"unknown annotator {annotator!r}; choose one of {', '.join(ANNOTATORS)}", field="annotator")
     if len(hypotheses) != len(references):
         raise InputError(f"{len(hypotheses)} generated reports for {len(references)} references", field="hypotheses")
-    rows = [report_scores(h, r) for h, r in zip(hypotheses, references)]
+    rows = [report_scores(h, r, labels) for h, r in zip(hypotheses, references)]
     per_report = {name: [row[name] for row in rows] for name in SCORES}
     means = {name: sum(values) / len(values) if values else float("nan") for name, values in per_report.items()}
     return {**means, "per_report": per_report, "annotator": ANNOTATORS[annotator], "n": len(rows)}
