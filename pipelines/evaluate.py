@@ -218,7 +218,8 @@ def generation_evaluation(
         for i in range(min(examples, len(references)))
     ]
     result["reports"] = [
-        {"study_id": study_ids[i], "reference": references[i], "greedy": greedy[i], **({"beam": beam[i]} if beam else {})}
+        {"study_id": study_ids[i], "reference": references[i], "greedy": greedy[i],
+         **({"beam": beam[i]} if beam else {})}
         for i in range(len(references))
     ]
     return result

@@ -13,8 +13,9 @@ and each report pair gets three F1 scores over sets of "candidates" (the ``radgr
 
 Tokens are lower-cased, labels compared as the annotator wrote them (``labels="written"``, as the
 package does) or by their coarse RadGraph label (``labels="coarse"``, :mod:`kg.radgraph_labels`:
-to compare two annotators with different label sets), candidates are sets (repeats count once). Per report: precision = shared / hypothesis candidates, recall = shared /
-reference candidates, F1 = their harmonic mean, 0 where undefined. A pair where either report is
+to compare two annotators with different label sets), candidates are sets (repeats count once).
+Per report: precision = shared / hypothesis candidates, recall = shared / reference candidates,
+F1 = their harmonic mean, 0 where undefined. A pair where either report is
 empty or has no entity scores 0 on all three, and the corpus figure is the plain mean over all
 pairs, empty ones included, as the package averages.
 
