@@ -66,16 +66,19 @@ def test_both_package_layouts_read_every_label_as_written(path: Path) -> None:
     assert (hilum.tokens, hilum.label, hilum.source_label) == ("left hilum", "ANAT-DP", "Anatomy::uncertain")
 
 
-def test_the_two_layouts_give_the_same_store(tmp_path: Path) -> None:
+def test_the_two_layouts_and_records_give_the_same_store(tmp_path: Path) -> None:
+    sources = {"batch": RadGraphReader([BATCH]), "per_report": RadGraphReader([PER_REPORT]),
+               "records": list(RadGraphReader([BATCH]))}  # ReportRecord objects: the build's other input
     tables = {}
-    for path in (BATCH, PER_REPORT):
-        store = tmp_path / f"{path.stem}.duckdb"
-        build_store(RadGraphReader([path]), store, source="radgraph", inputs=[], options={}, progress=False)
+    for name, source in sources.items():
+        store = tmp_path / f"{name}.duckdb"
+        build_store(source, store, source="radgraph", inputs=[], options={}, progress=False)
         con = duckdb.connect(str(store), read_only=True)
-        tables[path.stem] = {table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
-                             for table in ("reports", "entities", "relations", "report_triplets", "triplets")}
+        tables[name] = {table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+                        for table in ("reports", "entities", "relations", "report_triplets", "triplets")}
         con.close()
-    assert tables["batch"] == tables["per_report"]
+    assert tables["batch"] == tables["per_report"] == tables["records"]
+    assert {row[6] for row in tables["records"]["entities"]} >= {"Anatomy::uncertain", "Anatomy::definitely absent"}
 
 
 def test_store_keeps_the_written_label_and_triplets_follow_the_coarse_one(tmp_path: Path) -> None:
