@@ -11,9 +11,14 @@ content):
     ``{"entities": {...}}`` or the entity mapping itself.
 ``radgraph-package``
     Output of the ``radgraph`` Python package: the same per-report schema with ``data_split``
-    ``"inference"``, as a mapping keyed by index (``"0"``, ``"1"``, ...) or as a list (the list
-    position is the id unless an item has ``"id"``/``"report_id"``). Its long entity labels
-    (``"Observation::definitely absent"``) are mapped to the short ones (:data:`LABEL_ALIASES`).
+    ``"inference"``, as a mapping keyed by index (``"0"``, ``"1"``, ...: one call on a batch of
+    reports) or as a JSON list. A list item is either a report (its id is its ``"id"`` or
+    ``"report_id"``, else its list position) or the package's output for one call, ``{"0":
+    report}`` (what a script calling the package once per report writes): such a report's id is
+    the list position, and ``POSITION/KEY`` when one item holds several reports, so ids stay
+    distinct. Entity labels are those of RadGraph-XL (``"Anatomy::measurement::definitely
+    present"``) or of the classic release; each is kept as written and mapped to a coarse label
+    (:mod:`kg.radgraph_labels`).
 ``jsonl``
     One report per line: ``{"id" | "report_id", "text", "entities" (or labeler sets), ...}``.
     Read line by line, so memory stays flat on large corpora; JSON documents are loaded whole.
@@ -47,7 +52,8 @@ from typing import Any
 import orjson
 
 from kg.errors import InputError
-from kg.records import ENTITY_LABELS, RELATION_TYPES, Entity, ReportRecord
+from kg.radgraph_labels import COARSE_LABELS, coarse_label, describe_labels
+from kg.records import RELATION_TYPES, Entity, ReportRecord
 from kg.report_batch import RELATION_NAMES, AnnotationColumns, ReportBatch
 
 FORMATS = ("auto", "radgraph", "radgraph-package", "jsonl")
@@ -61,14 +67,6 @@ SNIFF_BYTES = 16 << 20
 #: ``--input`` reads it): 30 chest X-ray reports, two of them with ``labeler_1``/``labeler_2`` sets.
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "data" / "radgraph_sample.json"
 
-#: Entity label as written in a file → :data:`kg.records.ENTITY_LABELS` entry.
-LABEL_ALIASES = {
-    **{label: label for label in ENTITY_LABELS},
-    "Anatomy::definitely present": "ANAT-DP",
-    "Observation::definitely present": "OBS-DP",
-    "Observation::uncertain": "OBS-U",
-    "Observation::definitely absent": "OBS-DA",
-}
 _RELATIONS = frozenset(RELATION_TYPES)
 _LABELER_KEYS = ("labeler_1", "labeler_2")
 
@@ -230,11 +228,25 @@ def document_records(path: Path, document: Any, fmt: str) -> Iterator[tuple[str,
             yield report_id, raw, where
     elif isinstance(document, list) and fmt == "radgraph-package":
         for position, raw in enumerate(document):
+            if is_package_output(raw):
+                if len(raw) == 1:
+                    yield str(position), next(iter(raw.values())), where
+                else:
+                    for key, report in raw.items():
+                        yield f"{position}/{key}", report, where
+                continue
             report_id = raw.get("report_id", raw.get("id", position)) if isinstance(raw, dict) else position
             yield str(report_id), raw, where
     else:
         expected = "a mapping or a list" if fmt == "radgraph-package" else "a mapping of report id to report"
         raise InputError(f"top level must be {expected}, got a JSON {type(document).__name__}", file=path)
+
+
+def is_package_output(item: Any) -> bool:
+    """Whether a list item is one call's package output (``{"0": report, ...}``) rather than a
+    report: a non-empty mapping of index keys to report objects."""
+    return (type(item) is dict and bool(item) and "text" not in item
+            and all(type(key) is str and key.isdigit() and type(value) is dict for key, value in item.items()))
 
 
 def jsonl_records(path: Path) -> Iterator[tuple[str | None, Any, str]]:
@@ -288,9 +300,10 @@ def _parse_entities(raw: Any, n_words: int, *, file: str | os.PathLike | None, r
     for relation, head, tail in zip(columns.relations, columns.head_rows, columns.tail_rows):
         relations[ids[head]].append((relation, ids[tail]))
     return {
-        entity_id: Entity(entity_id, tokens, label, start, end, relations[entity_id])
-        for entity_id, tokens, label, start, end in zip(
-            columns.entity_ids, columns.tokens, columns.labels, columns.starts, columns.ends)
+        entity_id: Entity(entity_id, tokens, label, start, end, relations[entity_id],
+                          None if written == label else written)
+        for entity_id, tokens, label, written, start, end in zip(
+            columns.entity_ids, columns.tokens, columns.labels, columns.source_labels, columns.starts, columns.ends)
     }
 
 
@@ -307,6 +320,7 @@ def entity_columns(raw: Any, n_words: int) -> AnnotationColumns | None:
         return None
     tokens: list[str] = []
     labels: list[str] = []
+    written: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     relations: list[str] = []
@@ -319,7 +333,9 @@ def entity_columns(raw: Any, n_words: int) -> AnnotationColumns | None:
             if type(text) is not str or type(start) is not int or type(end) is not int or not 0 <= start <= end < n_words:
                 return None
             tokens.append(text)
-            labels.append(LABEL_ALIASES[spec["label"]])
+            label = spec["label"]
+            labels.append(COARSE_LABELS[label])
+            written.append(label)
             starts.append(start)
             ends.append(end)
             pairs = spec.get("relations")
@@ -338,8 +354,10 @@ def entity_columns(raw: Any, n_words: int) -> AnnotationColumns | None:
             elif pairs is not None and type(pairs) is not list:
                 return None
     except (KeyError, TypeError):  # a missing key or target, an entity that is not an object, an unknown label
+        # (a label that is not a string: a list raises TypeError, a number KeyError)
         return None
-    return AnnotationColumns(list(raw), tokens, labels, starts, ends, relations, head_rows, tail_rows)
+    return AnnotationColumns(list(raw), tokens, labels, starts, ends, relations, head_rows, tail_rows,
+                             source_labels=written)
 
 
 def _parse_entities_checked(
@@ -360,10 +378,9 @@ def _parse_entities_checked(
         if type(tokens) is not str:
             raise fail("missing or not a string", f"{entity_id}.tokens")
         raw_label = spec.get("label")
-        label = LABEL_ALIASES.get(raw_label) if type(raw_label) is str else None
+        label = coarse_label(raw_label)
         if label is None:
-            raise fail(f"unknown label {raw_label!r}; expected one of {', '.join(ENTITY_LABELS)}",
-                       f"{entity_id}.label")
+            raise fail(f"unknown label {raw_label!r}; expected {describe_labels()}", f"{entity_id}.label")
         start, end = spec.get("start_ix"), spec.get("end_ix")
         if type(start) is not int:
             raise fail(f"must be an integer, got {start!r}", f"{entity_id}.start_ix")
@@ -373,7 +390,8 @@ def _parse_entities_checked(
             where = f"{entity_id}.start_ix" if start < 0 or start > end else f"{entity_id}.end_ix"
             raise fail(f"span [{start}, {end}] is not within the text's {n_words} whitespace tokens "
                        "(inclusive indices, start <= end)", where)
-        entities[entity_id] = Entity(entity_id, tokens, label, start, end, _parse_relations(spec, entity_id, fail))
+        entities[entity_id] = Entity(entity_id, tokens, label, start, end, _parse_relations(spec, entity_id, fail),
+                                     None if raw_label == label else raw_label)
     for entity in entities.values():
         for k, (relation, target) in enumerate(entity.relations):
             if target not in entities:

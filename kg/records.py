@@ -31,6 +31,9 @@ class Entity:
         start_ix: index of the first whitespace token of the span (inclusive).
         end_ix: index of the last whitespace token of the span (inclusive).
         relations: ``(relation, target entity id)`` pairs, relation in :data:`RELATION_TYPES`.
+        source_label: the label as the input wrote it when that differs from ``label`` (a
+            RadGraph-XL label such as ``"Anatomy::measurement::definitely present"``, see
+            :mod:`kg.radgraph_labels`); ``None`` when the input used ``label`` itself.
     """
 
     id: str
@@ -39,6 +42,12 @@ class Entity:
     start_ix: int
     end_ix: int
     relations: list[tuple[str, str]] = field(default_factory=list)
+    source_label: str | None = None
+
+    @property
+    def written_label(self) -> str:
+        """The label as the input wrote it: :attr:`source_label`, else :attr:`label`."""
+        return self.source_label or self.label
 
     def to_json(self) -> dict[str, Any]:
         return {

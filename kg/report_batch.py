@@ -41,7 +41,8 @@ class AnnotationColumns(NamedTuple):
     ``relations`` (:data:`kg.records.RELATION_TYPES`) and ``head_rows`` / ``tail_rows``, the
     position of the head and of the target among this annotation's entities. A target the report
     lacks has tail row ``None`` (it yields no triplet) and its id in ``dangling``, as
-    ``(relation position, target id)``.
+    ``(relation position, target id)``. ``source_labels`` are the entity labels as the input wrote
+    them (:mod:`kg.radgraph_labels`); ``None`` when they are ``labels`` themselves.
     """
 
     entity_ids: list[str]
@@ -53,6 +54,7 @@ class AnnotationColumns(NamedTuple):
     head_rows: list[int]
     tail_rows: list[int | None]
     dangling: list[tuple[int, str]] = []
+    source_labels: list[str] | None = None
 
     @classmethod
     def of(cls, record: ReportRecord) -> AnnotationColumns:
@@ -72,6 +74,7 @@ class AnnotationColumns(NamedTuple):
             [head for head, _, _ in pairs],
             [rows.get(tail) for _, _, tail in pairs],
             [(k, tail) for k, (_, _, tail) in enumerate(pairs) if tail not in rows],
+            [entity.written_label for entity in values],
         )
 
 
@@ -89,7 +92,8 @@ class ReportBatch:
         self.annotation_labelers: list[str] = []
         self.entity_counts: list[int] = []
         self.relation_counts: list[int] = []
-        self.entities: dict[str, list] = {"entity_id": [], "tokens": [], "label": [], "start_ix": [], "end_ix": []}
+        self.entities: dict[str, list] = {
+            "entity_id": [], "tokens": [], "label": [], "source_label": [], "start_ix": [], "end_ix": []}
         self.relations: list[str] = []
         # Rows of each relation's head and tail among its annotation's entities (``None``: a
         # target the report lacks, whose id is in ``dangling`` by batch relation position);
@@ -116,6 +120,7 @@ class ReportBatch:
         entities["entity_id"] += columns.entity_ids
         entities["tokens"] += columns.tokens
         entities["label"] += columns.labels
+        entities["source_label"] += columns.labels if columns.source_labels is None else columns.source_labels
         entities["start_ix"] += columns.starts
         entities["end_ix"] += columns.ends
         if columns.dangling:
@@ -170,6 +175,7 @@ class ReportBatch:
                 "tokens": tokens,
                 "norm": _normalized(tokens),
                 "label": pa.array(entities["label"], _STR),
+                "source_label": pa.array(entities["source_label"], _STR),
                 "start_ix": pa.array(entities["start_ix"], _INT),
                 "end_ix": pa.array(entities["end_ix"], _INT),
             }),

@@ -7,9 +7,11 @@ One DuckDB file holds a corpus's specific knowledge (SK). Tables (text columns a
     (source kinds built in, e.g. ``["radgraph"]``, later ``+ "umls"``), ``inputs`` (list of
     ``{"path", "sha256", "bytes", "source"}``), ``options`` (build options).
 ``reports(report_id PRIMARY KEY, text, data_source, data_split)``
-``entities(report_id, labeler, entity_id, tokens, norm, label, start_ix, end_ix)``
+``entities(report_id, labeler, entity_id, tokens, norm, label, source_label, start_ix, end_ix)``
     ``labeler`` is ``''`` for single-annotator reports; ``norm`` is
-    :func:`kg.normalize.normalize_entity` of ``tokens`` (never negated).
+    :func:`kg.normalize.normalize_entity` of ``tokens`` (never negated); ``label`` is the coarse
+    RadGraph label (``ANAT-DP``, ``OBS-DP``, ``OBS-U``, ``OBS-DA``) and ``source_label`` the label
+    as the input wrote it (a RadGraph-XL label, or the coarse one; :mod:`kg.radgraph_labels`).
 ``relations(report_id, labeler, head_id, relation, tail_id)``
 ``report_triplets(report_id, head, relation, tail, head_label, tail_label)``
     one row per distinct normalised triplet per report; reports in input order, a report's
@@ -19,6 +21,9 @@ One DuckDB file holds a corpus's specific knowledge (SK). Tables (text columns a
     distinct reports.
 
 The UMLS tables (``umls_*``) are added by :mod:`kg.umls` through :func:`atomic_update`.
+
+Schema versions: 2 added ``entities.source_label``. A schema-1 store still opens and reads as
+before (it has no ``source_label`` column); ``kg build`` again to add it.
 
 Stores hold no timestamps, so the same inputs and options give the same tables and metadata.
 Writes never touch the target file until they have succeeded: :func:`atomic_build` and
@@ -40,14 +45,14 @@ import duckdb
 
 from kg.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE metadata (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE reports (report_id VARCHAR PRIMARY KEY, text VARCHAR, data_source VARCHAR, data_split VARCHAR);
 CREATE TABLE entities (
     report_id VARCHAR, labeler VARCHAR, entity_id VARCHAR, tokens VARCHAR, norm VARCHAR, label VARCHAR,
-    start_ix INTEGER, end_ix INTEGER
+    source_label VARCHAR, start_ix INTEGER, end_ix INTEGER
 );
 CREATE TABLE relations (report_id VARCHAR, labeler VARCHAR, head_id VARCHAR, relation VARCHAR, tail_id VARCHAR);
 CREATE TABLE report_triplets (
@@ -188,12 +193,20 @@ def store_stats(con: duckdb.DuckDBPyConnection, top: int = 10) -> dict[str, Any]
     """What a store holds, JSON-ready.
 
     Returns:
-        ``{"tables": {name: rows}, "labels": {label: entities}, "relations": {relation: rows},
+        ``{"tables": {name: rows}, "labels": {label: entities}, "source_labels": {label as written:
+        entities} (empty for a schema-1 store), "relations": {relation: rows},
         "top_triplets": [{head, relation, tail, head_label, tail_label, count, n_reports}],
         "metadata": {...}}``; top triplets by ``count``, then ``n_reports``, then text.
     """
     tables = {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in table_names(con)}
     labels = dict(con.execute("SELECT label, count(*) FROM entities GROUP BY label ORDER BY label").fetchall())
+    has_source_labels = con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = 'entities' "
+        "AND column_name = 'source_label'"
+    ).fetchone()[0]
+    source_labels = dict(con.execute(
+        "SELECT source_label, count(*) FROM entities GROUP BY source_label ORDER BY source_label"
+    ).fetchall()) if has_source_labels else {}
     relations = dict(
         con.execute("SELECT relation, count(*) FROM relations GROUP BY relation ORDER BY relation").fetchall()
     )
@@ -207,6 +220,7 @@ def store_stats(con: duckdb.DuckDBPyConnection, top: int = 10) -> dict[str, Any]
     return {
         "tables": tables,
         "labels": labels,
+        "source_labels": source_labels,
         "relations": relations,
         "top_triplets": top_triplets,
         "metadata": read_metadata(con),

@@ -153,6 +153,9 @@ class EvalConfig:
         itm_k: retrieval also re-ranks each query's top ``itm_k`` ITC candidates by ITM (0: ITC only).
         meteor: METEOR of generated reports: ``java`` (METEOR 1.5, needs a Java runtime), ``nltk``
             (NLTK's approximation, no Java) or ``off``.
+        radgraph_annotations: ``[HYPS.json, REFS.json]``, the ``radgraph`` package's annotations of
+            the greedy generated and the reference test reports, for F1-RadGraph; ``None``:
+            motor-kg's rules annotator annotates them (:mod:`pipelines.metrics.radgraph`).
     """
 
     batch_size: int = 32
@@ -161,6 +164,7 @@ class EvalConfig:
     zero_shot: bool = True
     itm_k: int = 0
     meteor: str = "java"
+    radgraph_annotations: tuple[str, str] | None = None
 
 
 @dataclass

@@ -189,12 +189,24 @@ def _task_rows(task: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "generation", "CE micro F1 (greedy, uncertain negative)",
                 test["greedy"]["clinical_efficacy"]["uncertain_negative"]["f1_micro"],
                 baseline["clinical_efficacy"]["uncertain_negative"]["f1_micro"], "most frequent report"))
+        rows += _f1_radgraph_rows(test["greedy"].get("f1_radgraph"), baseline.get("f1_radgraph"))
         return rows
     if task == "diagnosis":
         return [_summary_row("diagnosis", "mean AUROC", test["mean_auroc"], 0.5, "chance"),
                 _summary_row("diagnosis", "macro F1", test["macro_f1"], None, "")]
     return [_summary_row("vqa", f"{kind} accuracy", test["model"][kind], test["majority_answer"][kind], "majority answer")
             for kind in ("closed", "open", "overall")]
+
+
+def _f1_radgraph_rows(greedy: dict[str, Any] | None, baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """F1-RadGraph summary rows (RG_E, RG_ER, RG_ER-bar), each naming its annotator."""
+    from pipelines.metrics.radgraph import TABLE_COLUMNS
+
+    if not greedy:
+        return []
+    return [_summary_row("generation", f"F1-RadGraph {name} (greedy; {greedy['annotator']})", greedy[key],
+                         baseline[key] if baseline else None, "most frequent report")
+            for key, name in TABLE_COLUMNS.items()]
 
 
 def retrieval_report(retrieval: dict) -> str:

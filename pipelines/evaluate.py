@@ -4,8 +4,9 @@
   space, ``encode_image`` / ``encode_text``); optionally the top ``itm_k`` candidates of every query
   are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval.
 * Generation writes reports greedily and with beam search and scores them with BLEU-1..4, METEOR,
-  ROUGE-L, CIDEr and clinical efficacy (CheXpert-label P/R/F1 of ``kg label``, both uncertain-label
-  policies), next to the "most frequent training report" baseline.
+  ROUGE-L, CIDEr, clinical efficacy (CheXpert-label P/R/F1 of ``kg label``, both uncertain-label
+  policies) and F1-RadGraph (RG_E, RG_ER, RG_ER-bar; :mod:`pipelines.metrics.radgraph`), next to
+  the "most frequent training report" baseline.
 * Diagnosis scores the 14 CheXpert classes (AUROC per class and mean, macro/micro F1); uncertain
   labels (-1) are left out of the scoring; unmentioned ones count as negative, or are left out
   too, as the head's ``unmentioned`` policy says (the one it was trained with).
@@ -158,6 +159,7 @@ def most_frequent_report(reports: Sequence[str]) -> str:
 def generation_evaluation(
     model: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device,
     max_length: int, num_beams: int, baseline_report: str | None = None, examples: int = 3, meteor: str = "java",
+    radgraph_annotations: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Caption metrics of greedy and beam-search reports against the studies' own reports.
 
@@ -168,29 +170,42 @@ def generation_evaluation(
             training report), under ``"most_frequent_report"``.
         examples: how many (reference, generated) pairs to keep for reading.
         meteor: ``java``, ``nltk`` or ``off`` (see :func:`pipelines.metrics.caption_metrics`).
+        radgraph_annotations: ``(HYPS.json, REFS.json)``, the ``radgraph`` package's annotations
+            of the greedy and the reference reports, for F1-RadGraph; ``None``: motor-kg's rules
+            annotator annotates every report.
 
     Returns:
         ``{"greedy": metrics, "beam": metrics (num_beams > 1), "most_frequent_report": metrics,
-        "num_beams", "n", "examples"}`` with ``metrics`` as
+        "num_beams", "n", "examples", "reports"}`` with ``metrics`` as
         :func:`pipelines.metrics.caption_metrics` returns them, plus ``clinical_efficacy``: the
         CheXpert-label precision / recall / F1 of ``kg label`` on the generated against the
         reference reports under both uncertain-label policies
-        (:func:`pipelines.metrics.clinical_efficacy_both`).
+        (:func:`pipelines.metrics.clinical_efficacy_both`), and ``f1_radgraph``
+        (:func:`pipelines.metrics.radgraph.generation_f1_radgraph`; ``None`` for the beam and
+        baseline reports when the package's annotations cover only the greedy ones).
+        ``reports`` lists every study's ``study_id``, ``reference``, ``greedy`` (and ``beam``)
+        report: what the package annotates.
     """
     from kg.label import label_texts
     from pipelines.metrics import caption_metrics, clinical_efficacy_both
+    from pipelines.metrics.radgraph import generation_f1_radgraph
+    from pipelines.data.motor_samples import study_texts
 
     references = dataset.reports()
+    study_ids = [study_id for study_id, _ in study_texts(dataset.studies)]
     reference_labels = label_texts(references)
 
-    def scores(predictions: list[str]) -> dict[str, Any]:
+    def scores(predictions: list[str], annotated: bool = False) -> dict[str, Any]:
+        # ``annotated``: the reports the package's annotations (when given) must cover.
         metrics = caption_metrics(predictions, references, meteor=meteor)
         metrics["clinical_efficacy"] = clinical_efficacy_both(label_texts(predictions), reference_labels)
+        metrics["f1_radgraph"] = generation_f1_radgraph(predictions, references, study_ids, radgraph_annotations,
+                                                        required=annotated)
         return metrics
 
     kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
     greedy = generated_reports(model, dataset, collate_fn, num_beams=1, **kwargs)
-    result: dict[str, Any] = {"n": len(references), "num_beams": num_beams, "greedy": scores(greedy)}
+    result: dict[str, Any] = {"n": len(references), "num_beams": num_beams, "greedy": scores(greedy, annotated=True)}
     beam = None
     if num_beams > 1:
         beam = generated_reports(model, dataset, collate_fn, num_beams=num_beams, **kwargs)
@@ -201,6 +216,11 @@ def generation_evaluation(
     result["examples"] = [
         {"reference": references[i], "greedy": greedy[i], **({"beam": beam[i]} if beam else {})}
         for i in range(min(examples, len(references)))
+    ]
+    result["reports"] = [
+        {"study_id": study_ids[i], "reference": references[i], "greedy": greedy[i],
+         **({"beam": beam[i]} if beam else {})}
+        for i in range(len(references))
     ]
     return result
 

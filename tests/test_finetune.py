@@ -49,7 +49,9 @@ def headline(task, test):
                 for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")] + [
             test[row]["clinical_efficacy"][policy][f"{measure}_micro"]
             for row in ("greedy", "beam", "most_frequent_report")
-            for policy in ("uncertain_negative", "uncertain_positive") for measure in ("precision", "recall", "f1")]
+            for policy in ("uncertain_negative", "uncertain_positive") for measure in ("precision", "recall", "f1")] + [
+            test[row]["f1_radgraph"][score] for row in ("greedy", "beam", "most_frequent_report")
+            for score in ("RG_E", "RG_ER", "RG_ER_bar")]
     if task == "diagnosis":
         return [test["macro_f1"], test["micro_f1"]]
     return [test[row]["overall"] for row in ("model", "majority_answer")]
@@ -82,6 +84,57 @@ def test_finetune_then_evaluate_reproduces_the_test_metrics(task, pretrained, tm
     evaluated = json.loads((out / "metrics.json").read_text())["test"]
     assert headline(task, evaluated) == pytest.approx(headline(task, metrics["test"]), abs=1e-6)
     assert (out / "metrics.md").read_text().startswith(f"# {task}")
+    if task == "generation":
+        assert "F1-RadGraph (motor-kg rules annotator): " in (out / "metrics.md").read_text()
+
+
+def letters(text):
+    return "".join(c for c in text.lower() if c.isascii() and c.isalnum())
+
+
+@pytest.mark.timeout(120)
+def test_generation_evaluation_reads_package_annotations(pretrained, tmp_path, capsys):
+    """`--radgraph-annotations` with the greedy and reference reports annotated as the package
+    writes them: the rules annotator's own annotations give the rules annotator's figures."""
+    from pipelines.metrics.radgraph import annotate_texts
+
+    extra = TINY[4:]
+    rules_out = tmp_path / "eval-rules"
+    assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(rules_out), *extra]) == 0
+    evaluated = json.loads((rules_out / "metrics.json").read_text())["test"]
+    reports = evaluated["reports"]
+    assert len(reports) == evaluated["n"]
+    assert [row["reference"] for row in reports[:len(evaluated["examples"])]] == \
+        [example["reference"] for example in evaluated["examples"]]
+    files = []
+    for side in ("greedy", "reference"):
+        texts = [row[side] for row in reports]
+        records = annotate_texts(texts)
+        # The package writes "None" for an empty report; batch layout for one side, per-report for the other.
+        annotations = [{"text": "None", "entities": {}} if record is None else record.to_json() for record in records]
+        document = {str(k): a for k, a in enumerate(annotations)} if side == "greedy" else [{"0": a} for a in annotations]
+        path = tmp_path / f"{side}.json"
+        path.write_text(json.dumps(document))
+        files.append(str(path))
+    out = tmp_path / "eval-package"
+    assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(out),
+                 "--radgraph-annotations", *files, *extra]) == 0
+    package = json.loads((out / "metrics.json").read_text())["test"]
+    assert package["greedy"]["f1_radgraph"]["annotator"] == "radgraph package annotations"
+    for score in ("RG_E", "RG_ER", "RG_ER_bar"):
+        assert package["greedy"]["f1_radgraph"][score] == pytest.approx(evaluated["greedy"]["f1_radgraph"][score])
+    # Beam-search reports are scored only where they are the greedy ones the annotations are of.
+    beam_is_greedy = all(letters(row["beam"]) == letters(row["greedy"]) for row in reports)
+    assert (package["beam"]["f1_radgraph"] is None) == (not beam_is_greedy)
+    assert "F1-RadGraph (radgraph package annotations): " in (out / "metrics.md").read_text()
+    capsys.readouterr()
+    # Files are checked before anything runs; the flag is for generation only.
+    assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(out),
+                 "--radgraph-annotations", files[0], str(tmp_path / "missing.json")]) == 1
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "diagnosis", "--model", str(pretrained), "--out", str(out),
+                 "--radgraph-annotations", *files]) == 1
+    assert "only report generation" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_a_model_without_the_task_head(pretrained, tmp_path, capsys):

@@ -14,7 +14,9 @@ DESCRIPTION = """\
 Build knowledge from one source:
 
   radgraph  RadGraph-format annotations (dataset JSON, `radgraph` package output or JSONL)
-            -> DuckDB store; without --input, the bundled sample corpus
+            -> DuckDB store; without --input, the bundled sample corpus. RadGraph-XL labels
+            ('Anatomy::measurement::definitely present', ...) are kept as written beside the
+            coarse label (ANAT-DP, OBS-DP, OBS-U, OBS-DA) that triplets use
   reports   free-text reports, annotated by `kg.extract` -> DuckDB store
   gk        the general-knowledge graph -> DIR/<name>.pt (+ .nodes.json), .graphml, .json
   umls      link an existing store's entities to a UMLS release and add its UMLS tables

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"store: {args.store}")
     _section("tables", stats["tables"])
     _section("entity labels", stats["labels"])
+    if stats["source_labels"] and stats["source_labels"] != stats["labels"]:
+        _section("entity labels as written in the input", stats["source_labels"])
     _section("relations", stats["relations"])
     print(f"top {len(stats['top_triplets'])} triplets (count, reports):")
     for t in stats["top_triplets"]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.commands.finetune import add_radgraph_argument, radgraph_override
 from pipelines.tasks import TASKS
 
 DESCRIPTION = """\
@@ -10,6 +11,7 @@ Evaluate a model on the test split of a downstream task and write metrics.json a
 
   motor evaluate --task diagnosis --model runs/diagnosis
   motor evaluate --task retrieval --model runs/pretrain --data DATA/manifest.jsonl   # zero-shot
+  motor evaluate --task generation --model runs/generation --radgraph-annotations hyps.json refs.json
 
 --model takes a `motor finetune` run directory (needed for diagnosis and VQA, whose heads it holds)
 or, for retrieval and generation, any pretraining run or saved model directory. Without --data the
@@ -30,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR", help="output directory (default: MODEL_DIR/eval-<task>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override an evaluation setting, e.g. --set eval.num_beams=5 (repeatable)")
+    add_radgraph_argument(parser)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default: auto)")
     parser.set_defaults(func=run)
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.config import FinetuneConfig, load_config
     from pipelines.finetune import evaluate_run
 
-    config = load_config(FinetuneConfig, None, [f"task={args.task}", *args.overrides])
+    config = load_config(FinetuneConfig, None, [f"task={args.task}", *args.overrides,
+                                                *radgraph_override(args.task, args.radgraph_annotations)])
     out = args.out or str(Path(args.model) / f"eval-{args.task}")
     evaluate_run(args.task, args.model, out, manifest=args.data, vqa_manifest=args.vqa_data, eval_config=config.eval,
                  device=args.device)

@@ -10,8 +10,8 @@ DESCRIPTION = """\
 Finetune a pretrained MOTOR on one downstream task, then evaluate it on the test split:
 
   retrieval   ITC + ITM on E_v and E_t; R@1/5/10 of report and image retrieval, zero-shot and finetuned
-  generation  LM on E_v and the decoder; BLEU-1..4, METEOR, ROUGE-L, CIDEr (greedy and beam search)
-              next to the most-frequent-report baseline
+  generation  LM on E_v and the decoder; BLEU-1..4, METEOR, ROUGE-L, CIDEr, clinical efficacy and
+              F1-RadGraph (greedy and beam search) next to the most-frequent-report baseline
   diagnosis   14 linear heads on E_v (BCE); AUROC per class and mean, macro/micro F1
   vqa         answer classifier over E_v->t; open, closed and overall accuracy next to the majority answer
 
@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="init_from", required=True, metavar="RUN_DIR|MODEL_DIR",
                         help="pretraining run directory or saved model directory")
     add_config_arguments(parser, "finetune_<task>")
+    add_radgraph_argument(parser)
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/finetune-<task>)")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs (RUN_DIR/tensorboard)")
     parser.set_defaults(func=run)
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.distributed import cleanup
     from pipelines.finetune import finetune
 
-    overrides = [f"task={args.task}", f"init_from={args.init_from}", *args.overrides]
+    overrides = [f"task={args.task}", f"init_from={args.init_from}", *args.overrides,
+                 *radgraph_override(args.task, args.radgraph_annotations)]
     if args.data:
         overrides.append(f"data.manifest={args.data}")
     config = load_config(FinetuneConfig, args.config or builtin_config(f"finetune_{args.task}"), overrides)
@@ -56,3 +58,34 @@ def run(args: argparse.Namespace) -> int:
         cleanup()
     print(f"run directory: {out}")
     return 0
+
+
+def add_radgraph_argument(parser: argparse.ArgumentParser) -> None:
+    """``--radgraph-annotations HYPS.json REFS.json`` (generation), shared with ``motor evaluate``."""
+    parser.add_argument(
+        "--radgraph-annotations", nargs=2, metavar=("HYPS.json", "REFS.json"),
+        help="generation: the radgraph package's annotations of the greedy generated and of the reference test "
+             "reports, for F1-RadGraph (default: motor-kg's rules annotator annotates them)")
+
+
+def radgraph_override(task: str, files: list[str] | None) -> list[str]:
+    """The ``--set`` item of ``--radgraph-annotations`` (absolute paths), or none.
+
+    Raises:
+        InputError: the task is not generation, or a file does not exist (checked now, before
+            any training or generation).
+    """
+    import json
+    from pathlib import Path
+
+    from kg.errors import InputError
+
+    if files is None:
+        return []
+    if task != "generation":
+        raise InputError(f"only report generation is scored with F1-RadGraph, not {task}",
+                         field="--radgraph-annotations")
+    for path in files:
+        if not Path(path).is_file():
+            raise InputError("no such file", file=path, field="--radgraph-annotations")
+    return ["eval.radgraph_annotations=" + json.dumps([str(Path(path).resolve()) for path in files])]

@@ -2,8 +2,9 @@
 
 * retrieval (image → report, report → image): :func:`recall_at_k`, :func:`retrieval_metrics`,
   :func:`chance_recall`;
-* report generation: :func:`caption_metrics` (BLEU, METEOR, ROUGE-L, CIDEr) and clinical efficacy
-  :func:`clinical_efficacy`, :func:`clinical_efficacy_both`, :func:`clinical_efficacy_from_texts`;
+* report generation: :func:`caption_metrics` (BLEU, METEOR, ROUGE-L, CIDEr), clinical efficacy
+  :func:`clinical_efficacy`, :func:`clinical_efficacy_both`, :func:`clinical_efficacy_from_texts`,
+  and F1-RadGraph :func:`f1_radgraph`, :func:`f1_radgraph_from_texts` (RG_E, RG_ER, RG_ER-bar);
 * diagnosis classification: :func:`classification_metrics` (AUROC, F1);
 * medical VQA: :func:`vqa_accuracy`, :func:`normalize_answer`;
 * results: :func:`metrics_table` (Markdown), :func:`write_metrics` (JSON, NaN → null).
@@ -20,6 +21,7 @@ from pipelines.metrics.clinical import (
     clinical_efficacy_from_texts,
 )
 from pipelines.metrics.ptb import ptb_tokenize
+from pipelines.metrics.radgraph import f1_radgraph, f1_radgraph_from_texts
 from pipelines.metrics.retrieval import chance_recall, recall_at_k, retrieval_metrics
 from pipelines.metrics.tables import metrics_table, write_metrics
 from pipelines.metrics.vqa import normalize_answer, vqa_accuracy
@@ -32,6 +34,8 @@ __all__ = [
     "clinical_efficacy",
     "clinical_efficacy_both",
     "clinical_efficacy_from_texts",
+    "f1_radgraph",
+    "f1_radgraph_from_texts",
     "metrics_table",
     "normalize_answer",
     "ptb_tokenize",

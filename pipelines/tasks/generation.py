@@ -65,7 +65,8 @@ class GenerationTask(Task):
 
         return generation_evaluation(
             self.motor, dataset, self.collate, max_length=self.eval.max_length, num_beams=self.eval.num_beams,
-            baseline_report=self.baseline_report, meteor=self.eval.meteor, **self._kwargs(),
+            baseline_report=self.baseline_report, meteor=self.eval.meteor,
+            radgraph_annotations=self.eval.radgraph_annotations, **self._kwargs(),
         )
 
     def validation_score(self, dataset: Dataset) -> dict[str, float]:
@@ -96,8 +97,17 @@ class GenerationTask(Task):
                 "micro averages; uncertain labels read as negative or as positive.", "",
                 metrics_table(efficacy, list(next(iter(efficacy.values())))),
             ]
+        lines += _f1_radgraph_section(rows)
         for example in test["examples"]:
             lines += [f"- reference: {example['reference']}", f"  - greedy: {example['greedy']}"]
             if "beam" in example:
                 lines.append(f"  - beam: {example['beam']}")
         return "\n".join(lines) + "\n"
+
+
+def _f1_radgraph_section(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The F1-RadGraph table of the generation rows that have it, headed by its annotator."""
+    from pipelines.metrics.radgraph import f1_radgraph_table
+
+    table = f1_radgraph_table({name: row.get("f1_radgraph") for name, row in rows.items()})
+    return [table] if table else []
