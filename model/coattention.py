@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from kg.errors import InputError
 from model.arl_knowledge import EntityTable, build_knowledge_blocks
 from model.coattention_config import CoAttentionConfig
 from model.fusion import CoAttentionFusion
@@ -64,8 +65,6 @@ class CoAttentionParts(nn.Module):
         knowledge, fusion = config.knowledge, config.fusion
         if knowledge.uses_entities:
             if not entity_names:
-                from kg.errors import InputError
-
                 raise InputError("knowledge alignment (ak) and reasoning (rk) need the entity vocabulary",
                                  field="entities")
             self.entity_table = EntityTable(entity_names, knowledge.entity_dim)

@@ -19,7 +19,7 @@ from model.arl_knowledge import (
 )
 from model.coattention import CoAttentionParts
 from model.coattention_config import ARLKnowledgeConfig, CoAttentionConfig, FusionConfig, MIMConfig, MLMConfig
-from model.fusion import CoAttentionFusion, CoAttentionLayer, EntityInputs
+from model.fusion import CoAttentionLayer, EntityInputs
 
 ENTITIES = ["effusion", "pleural", "atelectasis", "heart", "cardiomegaly", "pneumothorax"]
 TEXT_WIDTH, VISION_WIDTH, VOCAB = 24, 20, 60
@@ -255,3 +255,11 @@ def test_state_dict_round_trip_of_every_part(tmp_path):
     a = parts.fusion(text, mask, image, entities=entities)
     b = other.fusion(text, mask, image, entities=_entity_inputs(other.entity_table))
     assert torch.equal(a.text, b.text) and torch.equal(a.entities, b.entities)
+
+
+def test_a_batch_without_any_entity_runs():
+    parts = _parts(_config(rk=True))
+    empty = parts.entity_table.inputs(torch.zeros(2, 0, dtype=torch.long), entity_position_map([[], []], 6))
+    text, mask, image = torch.randn(2, 6, TEXT_WIDTH), torch.ones(2, 6), torch.randn(2, 3, VISION_WIDTH)
+    out = parts.fusion(text, mask, image, entities=empty)
+    assert out.entities.shape == (2, 0, 16) and torch.isfinite(out.text).all()
