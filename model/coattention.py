@@ -76,7 +76,7 @@ class CoAttentionParts(nn.Module):
                                             knowledge.entity_intermediate, knowledge.dropout)
         self.fusion = CoAttentionFusion(fusion, text_width, vision_width, blocks)
         if knowledge.ak:
-            self.alignment_head = KnowledgeAlignmentHead(fusion.width, knowledge.entity_dim)
+            self.alignment_head = KnowledgeAlignmentHead(vision_width, text_width, knowledge.entity_dim)
         if config.mlm.enabled:
             self.mlm_head = MaskedLanguageModelingHead(fusion.width, word_embeddings)
             self.token_masker = TokenMasker(mask_id, word_embeddings.num_embeddings, special_ids,

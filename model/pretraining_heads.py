@@ -82,19 +82,26 @@ class MIMDecoder(nn.Module):
 class KnowledgeAlignmentHead(nn.Module):
     """ARL's AK scores (Eq. 10–14): ``p_i = σ(e_iᵀ W h)`` for every entity i of the vocabulary.
 
-    One bilinear map W per modality (image and text), from the pooled representation h (width D)
-    to the entity space D_e; the entity vectors e_i are the shared :class:`EntityTable`'s.
+    One bilinear map W per modality, from its representation h to the entity space D_e; the entity
+    vectors e_i are the shared :class:`model.arl_knowledge.EntityTable`'s. h is each modality's
+    own uni-modal ``[CLS]`` feature, before fusion (as the reference ARL code): a pooled output of
+    the fusion has already read the report, so its image side could name the report's entities
+    without looking at the image.
 
-    ``forward(image_pooled (B, D), text_pooled (B, D), entities (N, D_e)) -> (image_logits (B, N),
-    text_logits (B, N))``; logits, σ is applied by the loss.
+    Args:
+        image_width / text_width: widths of the image and text encoders' outputs.
+        entity_dim: D_e.
+
+    ``forward(image_cls (B, image_width), text_cls (B, text_width), entities (N, D_e)) ->
+    (image_logits (B, N), text_logits (B, N))``; logits, σ is applied by the loss.
     """
 
-    def __init__(self, width: int, entity_dim: int) -> None:
+    def __init__(self, image_width: int, text_width: int, entity_dim: int) -> None:
         super().__init__()
-        self.image_map = nn.Linear(width, entity_dim, bias=False)
-        self.text_map = nn.Linear(width, entity_dim, bias=False)
+        self.image_map = nn.Linear(image_width, entity_dim, bias=False)
+        self.text_map = nn.Linear(text_width, entity_dim, bias=False)
 
     def forward(
-        self, image_pooled: torch.Tensor, text_pooled: torch.Tensor, entities: torch.Tensor
+        self, image_cls: torch.Tensor, text_cls: torch.Tensor, entities: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.image_map(image_pooled) @ entities.T, self.text_map(text_pooled) @ entities.T
+        return self.image_map(image_cls) @ entities.T, self.text_map(text_cls) @ entities.T

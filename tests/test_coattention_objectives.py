@@ -95,22 +95,22 @@ class MIMProblem(Problem):
 
 
 class AKProblem(Problem):
-    """Alignment head + entity table predict each report's entity set from fixed pooled features."""
+    """Alignment head + entity table predict each report's entity set from fixed [CLS] features."""
 
     def __init__(self) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
         self.table = EntityTable([f"entity {i}" for i in range(20)], 16)
-        self.head = KnowledgeAlignmentHead(32, 16)
-        self.image_pooled = torch.randn(8, 32, generator=generator)
-        self.text_pooled = torch.randn(8, 32, generator=generator)
+        self.head = KnowledgeAlignmentHead(20, 24, 16)
+        self.image_cls = torch.randn(8, 20, generator=generator)
+        self.text_cls = torch.randn(8, 24, generator=generator)
         ids = torch.randint(0, 20, (8, 4), generator=generator)
         ids[ids % 3 == 0] = -1
         self.targets = entity_targets(ids, 20)
         self.objective = KnowledgeAlignmentLoss()
 
     def loss(self) -> torch.Tensor:
-        image_logits, text_logits = self.head(self.image_pooled, self.text_pooled, self.table.weight)
+        image_logits, text_logits = self.head(self.image_cls, self.text_cls, self.table.weight)
         return self.objective(image_logits, text_logits, self.targets)
 
 
@@ -258,8 +258,8 @@ def test_ak_loss_is_the_sum_of_image_and_text_bce():
 
 def test_ak_scores_are_bilinear_in_entity_and_representation():
     torch.manual_seed(0)
-    head = KnowledgeAlignmentHead(32, 16)
-    entities, image, text = torch.randn(7, 16), torch.randn(2, 32), torch.randn(2, 32)
+    head = KnowledgeAlignmentHead(20, 24, 16)
+    entities, image, text = torch.randn(7, 16), torch.randn(2, 20), torch.randn(2, 24)
     image_logits, text_logits = head(image, text, entities)
     assert image_logits.shape == text_logits.shape == (2, 7)
     # p_i = σ(e_iᵀ W h): logit of entity 3 for sample 1.
