@@ -266,3 +266,19 @@ def test_ak_scores_are_bilinear_in_entity_and_representation():
     expected = entities[3] @ head.image_map.weight @ image[1]
     assert torch.allclose(image_logits[1, 3], expected, atol=1e-5)
     assert torch.allclose(text_logits[0, 5], entities[5] @ head.text_map.weight @ text[0], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- documentation
+def test_readme_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Co-attention parts for M3AE and ARL"):]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start:section.index("\n```", start)]
+    monkeypatch.chdir(tmp_path)  # the example writes run/tokenizer
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the project's own documentation
+    for name in ("mlm", "mim", "ak"):
+        assert torch.isfinite(namespace[name]) and namespace[name] > 0
+    assert namespace["parts"].entity_table.weight.grad is not None
