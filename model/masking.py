@@ -127,29 +127,34 @@ class TokenMasker:
             raise ValueError(f"need entity spans for each of the {input_ids.shape[0]} reports; got {len(token_spans)}")
         maskable = self.maskable(input_ids, attention_mask)
         budgets = self.budgets(maskable)
+        batch, length = input_ids.shape
         entities = max((len(s) for s in token_spans), default=0)
-        length = input_ids.shape[1]
-        # Fill priority: 2 = inside a chosen entity, 1 = outside every entity, 0 = inside an unchosen one.
-        priority = torch.ones(maskable.shape, dtype=torch.long, device=maskable.device)
-        for b, spans in enumerate(token_spans):
-            left = int(budgets[b])
-            cpu_maskable = maskable[b].cpu()
+        # One random visiting order of the entities per report, drawn for the whole batch at once.
+        orders = torch.rand(batch, entities, generator=generator).argsort(dim=1).tolist()
+        # Fill priority per token: 2 inside a chosen entity, 1 outside every entity, 0 inside an
+        # unchosen one. Plain lists: a handful of short spans per report costs more as tensor ops.
+        priority = [[1] * length for _ in range(batch)]
+        positions = []
+        for b, (spans, row, left) in enumerate(zip(token_spans, maskable.tolist(), budgets.tolist())):
             # Spans past the padded length (truncated mentions) keep only their tokens that remain.
-            clipped = [(min(s, length), min(e, length)) for s, e in spans]
-            positions = [torch.arange(s, e)[cpu_maskable[s:e]] for s, e in clipped]
-            for e in torch.randperm(len(spans), generator=generator).tolist():
-                if len(positions[e]) and len(positions[e]) <= left:
-                    priority[b, positions[e]] = 2
-                    left -= len(positions[e])
-            for e in range(len(spans)):
-                inside = positions[e][priority[b, positions[e]].cpu() != 2]
-                priority[b, inside] = 0
-        noise = torch.rand(maskable.shape, generator=generator).to(maskable.device)
-        chosen = _choose(maskable, budgets, generator, scores=priority.to(noise.dtype) + noise)
-        masked_entities = torch.zeros(input_ids.shape[0], entities, dtype=torch.bool, device=input_ids.device)
-        for b, spans in enumerate(token_spans):
-            for e, (start, end) in enumerate(spans):
-                masked_entities[b, e] = bool(chosen[b, start:end].any())
+            positions.append([[i for i in range(min(s, length), min(e, length)) if row[i]] for s, e in spans])
+            for tokens in positions[b]:
+                for i in tokens:
+                    priority[b][i] = 0
+            for e in (e for e in orders[b] if e < len(spans)):
+                new = [i for i in positions[b][e] if priority[b][i] != 2]  # overlapping mentions count once
+                if new and len(new) <= left:
+                    for i in new:
+                        priority[b][i] = 2
+                    left -= len(new)
+        noise = torch.rand(maskable.shape, generator=generator)
+        scores = (torch.tensor(priority, dtype=noise.dtype) + noise).to(maskable.device)
+        chosen = _choose(maskable, budgets, generator, scores=scores)
+        picked = chosen.tolist()
+        masked_entities = torch.tensor(
+            [[any(picked[b][i] for i in tokens) for tokens in row] + [False] * (entities - len(row))
+             for b, row in enumerate(positions)], dtype=torch.bool,
+        ).reshape(batch, entities).to(input_ids.device)
         result = self._replace(input_ids, chosen, generator)
         result.masked_entities = masked_entities
         return result

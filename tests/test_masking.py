@@ -138,6 +138,18 @@ def test_lk_spans_are_all_or_nothing_over_many_draws():
         assert not result.chosen[mask == 0].any()
 
 
+def test_lk_nested_mentions_count_once_and_both_report_masked():
+    ids, mask = _batch([20], 24)  # budget 3
+    spans = [[(2, 5), (3, 4), (4, 6)]]  # (3, 4) lies inside (2, 5); (4, 6) overlaps it
+    for seed in range(10):
+        result = _masker().knowledge_induced(ids, mask, spans, torch.Generator().manual_seed(seed))
+        assert int(result.chosen.sum()) == 3
+        for e, (start, end) in enumerate(spans[0]):
+            assert bool(result.masked_entities[0, e]) == bool(result.chosen[0, start:end].any())
+        if result.chosen[0, 2:5].all():  # the outer mention won: the nested one is masked with it
+            assert result.masked_entities[0, :2].all()
+
+
 def test_lk_without_entities_is_random_masking_with_the_same_count():
     ids, mask = _batch([15, 33], 36)
     result = _masker().knowledge_induced(ids, mask, [[], []], torch.Generator().manual_seed(0))
