@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-IGNORE_INDEX = -100
+from model.losses import IGNORE_INDEX
+
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1
 """BERT's replacement: 80 % ``[MASK]``, 10 % a random token, the remaining 10 % unchanged."""
 
@@ -234,6 +235,8 @@ def encode_visible_patches(vit: nn.Module, images: torch.Tensor, keep: torch.Ten
     Returns:
         (B, prefix + K, width) features after the final norm (prefix = 1 for the ``[CLS]`` token).
     """
+    # timm's own positional step (class token, position table, its dropout), so a visible patch
+    # gets exactly what forward_features would give it; the patches are picked afterwards.
     x = vit._pos_embed(vit.patch_embed(images))
     prefix = vit.num_prefix_tokens
     patches = x[:, prefix:].gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
