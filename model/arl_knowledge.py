@@ -30,7 +30,8 @@ class EntityTable(nn.Module):
     """The entity vocabulary and its embeddings.
 
     Args:
-        names: entity labels; row i is ``names[i]``.
+        names: entity labels; row i is ``names[i]``. They define the rows but are not part of the
+            ``state_dict``: a saved model must keep them beside its weights.
         dim: D_e.
 
     Attributes:
@@ -43,9 +44,11 @@ class EntityTable(nn.Module):
         super().__init__()
         if not names:
             raise InputError("the entity vocabulary is empty", field="entities")
-        if len(set(names)) != len(names):
-            duplicate = next(n for i, n in enumerate(names) if n in names[:i])
-            raise InputError(f"entity {duplicate!r} is listed twice", field="entities")
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise InputError(f"entity {name!r} is listed twice", field="entities")
+            seen.add(name)
         self.names = list(names)
         self._rows = {name: i for i, name in enumerate(self.names)}
         self.weight = nn.Parameter(torch.empty(len(self.names), dim))
@@ -65,7 +68,8 @@ class EntityTable(nn.Module):
         """Copy the vectors of a ``kg embed`` directory into the rows of the entities it names.
 
         Names match exactly, else case-insensitively (as :meth:`kg.embeddings.EntityEmbeddings.index`).
-        Rows of entities the directory does not name keep their learned initialisation.
+        Rows of entities the directory does not name stay learned-from-scratch vectors, redrawn
+        from a normal distribution with the standard deviation of the loaded values.
 
         Returns:
             How many rows were initialised.
@@ -95,10 +99,16 @@ class EntityTable(nn.Module):
                 rows.append(row)
                 sources.append(source)
         if rows:
-            index = torch.tensor(rows, dtype=torch.long)
-            values = torch.as_tensor(matrix[sources], dtype=self.weight.dtype)
-            self.weight[index.to(self.weight.device)] = values.to(self.weight.device)
-            self.pretrained[index.to(self.pretrained.device)] = True
+            index = torch.tensor(rows, dtype=torch.long, device=self.weight.device)
+            values = torch.as_tensor(matrix[sources], dtype=self.weight.dtype, device=self.weight.device)
+            self.weight[index] = values
+            self.pretrained[index] = True
+            # The other rows are redrawn at the loaded vectors' scale (TransE's are near unit
+            # norm): at the default 0.02 they would score ~0 in AK and vanish from RK at first.
+            others = (~self.pretrained).nonzero().squeeze(1)
+            if others.numel() and values.numel() > 1:
+                self.weight[others] = torch.randn(others.numel(), self.dim, device=self.weight.device,
+                                                  dtype=self.weight.dtype) * values.std()
         return len(rows)
 
     def ids(self, names: Sequence[str]) -> list[int]:

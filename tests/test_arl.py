@@ -64,9 +64,11 @@ def test_entity_table_loads_vectors_by_name(tmp_path):
     assert torch.equal(table.weight[0], torch.from_numpy(transe[0]))
     assert torch.equal(table.weight[3], torch.from_numpy(transe[1]))
     assert torch.equal(table.weight[5], torch.from_numpy(transe[3]))
-    # Entities the file does not name keep their own learned vector, distinct from each other.
+    # Entities the file does not name get their own learned vector, at the loaded vectors' scale.
+    loaded_norm = torch.from_numpy(transe[[0, 1, 3]]).norm(dim=1).mean()
     for row in (1, 2, 4):
-        assert torch.equal(table.weight[row], before[row])
+        assert not torch.equal(table.weight[row], before[row])
+        assert 0.5 < float(table.weight.detach()[row].norm() / loaded_norm) < 2.0
     assert not torch.equal(table.weight[1], table.weight[2])
     assert table.pretrained.tolist() == [True, False, False, True, False, True]
     assert table.weight.requires_grad
@@ -95,6 +97,11 @@ def test_parts_load_the_configured_embeddings(tmp_path):
     transe = _save_embeddings(tmp_path / "emb", ENTITIES, dim=16)
     parts = _parts(_config(ak=True, embeddings=str(tmp_path / "emb")))
     assert torch.equal(parts.entity_table.weight.detach(), torch.from_numpy(transe))
+
+
+def test_entity_table_refuses_duplicate_names():
+    with pytest.raises(InputError, match="'heart' is listed twice"):
+        EntityTable(["heart", "lung", "heart"], 8)
 
 
 def test_entity_lookup_pads_with_zeros():
