@@ -127,7 +127,7 @@ class EntityTable(nn.Module):
     def inputs(self, entity_ids: torch.Tensor, position_map: torch.Tensor) -> EntityInputs:
         """The fusion's :class:`model.fusion.EntityInputs` for ``(B, E)`` ids and ``(B, E, L)`` P."""
         feats, padding = self(entity_ids)
-        return EntityInputs(feats=feats, padding=padding, position_map=position_map.to(feats.dtype))
+        return EntityInputs(feats=feats, padding=padding, position_map=position_map.to(feats.device, feats.dtype))
 
 
 def entity_token_spans(
