@@ -7,6 +7,7 @@ has no parameters (and, with no module to call, does no work):
 attribute           what                                         exists when
 ==================  ===========================================  ==========================
 ``fusion``          :class:`model.fusion.CoAttentionFusion`      always
+``itm_head``        :class:`PairMatchingHead` (ITM)              always
 ``entity_table``    :class:`model.arl_knowledge.EntityTable`     ``knowledge.ak or rk``
 (in ``fusion``)     ``knowledge_blocks`` (RK, Eq. 15–17)         ``knowledge.rk``
 ``alignment_head``  :class:`KnowledgeAlignmentHead` (AK)         ``knowledge.ak``
@@ -16,8 +17,8 @@ attribute           what                                         exists when
                                                                  LK uses its whole-span mode)
 ==================  ===========================================  ==========================
 
-The uni-modal encoders, the ITM head and the training step belong to the method that composes
-these parts.
+The uni-modal encoders, hard-negative sampling and the training step belong to the method that
+composes these parts.
 """
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ from model.arl_knowledge import EntityTable, build_knowledge_blocks
 from model.coattention_config import CoAttentionConfig
 from model.fusion import CoAttentionFusion
 from model.masking import TokenMasker
-from model.pretraining_heads import KnowledgeAlignmentHead, MaskedLanguageModelingHead, MIMDecoder
+from model.pretraining_heads import (
+    KnowledgeAlignmentHead,
+    MaskedLanguageModelingHead,
+    MIMDecoder,
+    PairMatchingHead,
+)
 
 
 class CoAttentionParts(nn.Module):
@@ -75,6 +81,7 @@ class CoAttentionParts(nn.Module):
             blocks = build_knowledge_blocks(fusion.layers, fusion.width, knowledge.entity_dim, knowledge.entity_heads,
                                             knowledge.entity_intermediate, knowledge.dropout)
         self.fusion = CoAttentionFusion(fusion, text_width, vision_width, blocks)
+        self.itm_head = PairMatchingHead(fusion.width)
         if knowledge.ak:
             self.alignment_head = KnowledgeAlignmentHead(vision_width, text_width, knowledge.entity_dim)
         if config.mlm.enabled:

@@ -1,4 +1,4 @@
-"""Prediction heads of the co-attention objectives: MLM, MIM and ARL's knowledge alignment (AK).
+"""Prediction heads of the co-attention objectives: ITM, MLM, MIM and ARL's knowledge alignment (AK).
 
 The matching losses are in :mod:`model.losses`; a head maps features to logits or pixels and a
 loss compares them with targets.
@@ -8,6 +8,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class PairMatchingHead(nn.Module):
+    """ITM on the co-attention fusion: matched / unmatched logits from both pooled ``[CLS]`` features.
+
+    ``forward(text_pooled (B, D), image_pooled (B, D)) -> logits (B, 2)`` of a linear layer over
+    their concatenation (M3AE, ARL); :class:`model.losses.MatchingLoss` takes the logits.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(2 * width, 2)
+
+    def forward(self, text_pooled: torch.Tensor, image_pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.cat([text_pooled, image_pooled], dim=-1))
 
 
 class MaskedLanguageModelingHead(nn.Module):

@@ -226,7 +226,7 @@ OPTIONAL = {"entity_table", "alignment_head", "mlm_head", "mim_decoder"}
 ])
 def test_every_switch_off_removes_its_parameters(ak, rk, lk, mlm, mim):
     parts = _parts(_config(ak=ak, rk=rk, lk=lk, mlm=mlm, mim=mim))
-    expected = {"fusion"} | {name for name, on in (
+    expected = {"fusion", "itm_head"} | {name for name, on in (
         ("entity_table", ak or rk), ("alignment_head", ak), ("mlm_head", mlm), ("mim_decoder", mim)) if on}
     assert set(parts.parameter_counts()) == expected
     for name in OPTIONAL - expected:

@@ -148,3 +148,18 @@ def test_config_errors_name_the_field(data, field):
     with pytest.raises(InputError) as err:
         CoAttentionConfig.from_dict(data, source="run.yaml")
     assert err.value.field == field and err.value.file == "run.yaml"
+
+
+def test_itm_head_reads_both_pooled_streams():
+    from model.losses import MatchingLoss
+    from model.pretraining_heads import PairMatchingHead
+
+    fusion, head = _fusion(), PairMatchingHead(CONFIG.width)
+    text, mask, image = _inputs()
+    out = fusion(text, mask, image)
+    logits = head(out.text_pooled, out.image_pooled)
+    assert logits.shape == (3, 2)
+    assert not torch.allclose(head(out.text_pooled, out.image_pooled.flip(0)), logits)
+    MatchingLoss()(logits, positives=1).backward()
+    assert fusion.image_pooler.dense.weight.grad.abs().sum() > 0
+    assert fusion.text_pooler.dense.weight.grad.abs().sum() > 0
