@@ -10,8 +10,8 @@ a YAML mapping with one sub-mapping per part::
 
 A part that is switched off (``mlm.enabled``, ``mim.enabled``, ``knowledge.ak`` / ``rk`` /
 ``lk`` false) has no parameters and does no work (:class:`model.coattention.CoAttentionParts`).
-M3AE is ``knowledge`` all off; ARL is MLM plus ``ak`` / ``rk`` / ``lk`` (ARL has no MIM in its
-Table 4, M3AE's MIM can be added to it freely).
+M3AE is MLM + MIM with ``knowledge`` all off; ARL switches on ``ak`` / ``rk`` / ``lk`` on top
+(its reference pretraining keeps M3AE's MIM and ITM).
 """
 from __future__ import annotations
 
