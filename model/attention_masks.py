@@ -43,6 +43,11 @@ For K = 2 and a text segment ``w_1 w_2 [SEP_L] [PAD]`` (``C`` = [CLS], ``S`` = [
     E        · · · · · · · x   · · · · · · · x   · · · · · · · x   x x x x · · · x
     P        x x x x x x x x   x x x x x x x x   x x x x x x x x   x x x x x x x x
 
+The rules hold per layer. Under ``bar`` a text token never reads a later one directly, but from
+the second layer on it reads image tokens that have read the whole report, so earlier text does
+depend on later text; only ``s2s`` keeps the text strictly left to right through the whole stack,
+which is why report generation finetunes and decodes under ``s2s``.
+
 A padding row blocks everything, so it has no key to attend to; the encoder lets such a row attend
 to itself (see :mod:`model.single_stream`) so softmax stays finite. Its output is never read.
 """
