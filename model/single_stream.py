@@ -320,6 +320,9 @@ class SingleStreamEncoder(nn.Module):
         """
         if text_ids.shape != text_mask.shape:
             raise InputError(f"text ids {tuple(text_ids.shape)} and mask {tuple(text_mask.shape)} differ", field="text_mask")
+        if text_ids.shape[1] > self.config.max_text_len:
+            raise InputError(f"text segment of {text_ids.shape[1]} tokens exceeds max_text_len "
+                             f"{self.config.max_text_len}", field="input_ids")
         x = torch.cat([self.embed_visual(images, generator), self.embeddings.text(text_ids)], dim=1)
         mask = attention_mask(scheme, self.visual_len, text_mask)
         return SingleStreamOutput(self.run_layers(x, mask), self.visual_len, scheme)

@@ -62,9 +62,9 @@ def _check_lengths(encoder: SingleStreamEncoder, max_length: int, min_length: in
     if min_length < 0 or max_length < 1 or min_length > max_length:
         raise InputError(f"need 0 <= min_length <= max_length and max_length >= 1; got {min_length}, {max_length}",
                          field="max_length")
-    positions = encoder.embeddings.text_positions.num_embeddings
-    if max_length + 1 > positions:  # the words and the final [MASK]
-        raise InputError(f"max_length {max_length} leaves no room in the {positions} text positions", field="max_length")
+    budget = encoder.config.max_text_len
+    if max_length + 1 > budget:  # the words and the final [MASK]
+        raise InputError(f"max_length {max_length} leaves no room for [SEP] in max_text_len {budget}", field="max_length")
 
 
 @torch.no_grad()

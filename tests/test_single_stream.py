@@ -189,3 +189,9 @@ def test_gradients_reach_the_backbone_and_the_embeddings():
         grads = [p.grad for p in getattr(encoder, name).parameters()]
         assert all(g is None or torch.isfinite(g).all() for g in grads), name
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_text_longer_than_max_text_len_is_refused(encoder):
+    images, ids, mask = _inputs(text_len=65)
+    with pytest.raises(InputError, match="max_text_len"):
+        encoder(images, ids, mask, "bi")
