@@ -34,6 +34,8 @@ from model.tokenizer import special_token_ids
 class MedVillModel(nn.Module):
     """The MedViLL encoder with its pretraining heads (module docstring for one step).
 
+    Build it with :func:`build_medvill`, which also loads the local weights ``config`` names.
+
     Args:
         config: :class:`model.medvill_config.MedVillConfig`.
         tokenizer: the shared report tokenizer (:func:`model.tokenizer.load_tokenizer`).
@@ -58,8 +60,6 @@ class MedVillModel(nn.Module):
         ordinary[special] = False
         # Random MLM replacements are ordinary words, never [PAD], [MASK], [SEP], ...
         self.register_buffer("random_ids", ordinary.nonzero().squeeze(1), persistent=False)
-        if config.backbone_weights:
-            self.encoder.visual_sampler.load_weights(config.backbone_weights)
 
     def encode(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                scheme: str, generator: torch.Generator | None = None) -> SingleStreamOutput:
@@ -134,3 +134,27 @@ class MedVillModel(nn.Module):
             self.encoder, self.mlm_head, self.tokenizer, images, self.token_ids, max_length=max_length,
             min_length=min_length, num_beams=num_beams, length_penalty=length_penalty,
         )
+
+
+def build_medvill(config: MedVillConfig, tokenizer: Any) -> MedVillModel:
+    """Build MedViLL and load the local weights ``config`` names.
+
+    With ``text_model_dir`` the checkout's sizes replace the ``text_*`` fields (``model.config``
+    records them) and its weights initialise the word, position and semantic embeddings and the
+    transformer layers (:meth:`model.single_stream.SingleStreamEncoder.initialise_from_bert`);
+    with ``backbone_weights`` the CNN is initialised from that file.
+
+    Raises:
+        MissingResourceError: a local weight file or directory named in ``config`` is absent.
+    """
+    from model.encoders import LocalBert
+
+    bert = LocalBert(config.text_model_dir) if config.text_model_dir else None
+    if bert is not None:
+        config = config.replace(**bert.sizes())
+    model = MedVillModel(config, tokenizer)
+    if bert is not None:
+        model.encoder.initialise_from_bert(bert.state, source=str(bert.directory))
+    if config.backbone_weights:
+        model.encoder.visual_sampler.load_weights(config.backbone_weights)
+    return model

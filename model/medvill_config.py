@@ -31,6 +31,9 @@ class MedVillConfig:
             16 × 16 = 256 positions of ResNet-50 at 512 px); at most the map's positions.
 
     Joint transformer (BERT layout, MedViLL Eq. 3–4 for the text embeddings):
+        text_model_dir: optional local BERT-style checkout (config.json + weights); its sizes
+            replace the ``text_*`` fields and its weights initialise the text side
+            (:func:`model.medvill.build_medvill`). Nothing is downloaded.
         text_width / text_layers / text_heads / text_intermediate: BERT sizes.
         max_text_len: text-segment tokens (words, [SEP_L], and [CLS_T] for ``non_crossing``).
         max_position_embeddings: rows of the text position table (≥ max_text_len).
@@ -53,6 +56,7 @@ class MedVillConfig:
     image_mean: tuple[float, ...] = (0.5,)
     image_std: tuple[float, ...] = (0.5,)
     num_visual_tokens: int = 180
+    text_model_dir: str | None = None
     text_width: int = 768
     text_layers: int = 12
     text_heads: int = 12

@@ -23,12 +23,13 @@ change when a token is appended.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kg.errors import InputError
+from kg.errors import InputError, MissingResourceError
 from model.attention_masks import attention_mask
 from model.medvill_config import MedVillConfig
 
@@ -89,6 +90,8 @@ class VisualFeatureSampler(nn.Module):
 
         from model.encoders import _read_state_dict
 
+        if not Path(path).is_file():
+            raise MissingResourceError(f"CNN weights not found: {path} (set backbone_weights to a local file)")
         state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(("fc.", "head.", "classifier."))}
         own = self.cnn.state_dict()
         for name, value in list(state.items()):
@@ -283,6 +286,55 @@ class SingleStreamEncoder(nn.Module):
                 if isinstance(module, nn.Linear):  # BERT's initialisation
                     nn.init.normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def initialise_from_bert(self, state: dict[str, torch.Tensor], source: str | None = None) -> None:
+        """Copy a ``BertModel`` state dict (e.g. :class:`model.encoders.LocalBert`'s) into the text side.
+
+        MedViLL starts from BERT: word, position and token-type embeddings become the word table,
+        the text positions and the two semantic embeddings (type 0 → s_v, type 1 → s_t, as the
+        reference code assigns them); each BERT layer fills the joint layer of the same index.
+        Word and position rows beyond the checkout keep their random initialisation; the CNN,
+        the visual projection and the visual positions are not in a BERT checkout. The sizes
+        (width, heads, intermediate) must match.
+
+        Raises:
+            InputError: a tensor has the wrong shape, or the checkout has fewer layers.
+        """
+        names = {
+            "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+            "embeddings.position_embeddings.weight": "embeddings.text_positions.weight",
+            "embeddings.token_type_embeddings.weight": "embeddings.semantic_embeddings.weight",
+            "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+            "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+        }
+        parts = {
+            "attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
+            "attention.output.dense": "attention_output", "attention.output.LayerNorm": "attention_norm",
+            "intermediate.dense": "intermediate", "output.dense": "output", "output.LayerNorm": "output_norm",
+        }
+        for index in range(len(self.layers)):
+            for bert_part, own_part in parts.items():
+                for tensor in ("weight", "bias"):
+                    names[f"encoder.layer.{index}.{bert_part}.{tensor}"] = f"layers.{index}.{own_part}.{tensor}"
+        own = self.state_dict()
+        missing = [name for name in names if name not in state]
+        if missing:
+            raise InputError(f"BERT checkout lacks {', '.join(missing[:4])} (needs {len(self.layers)} layers)",
+                             file=source)
+        for bert_name, own_name in names.items():
+            value, target = state[bert_name], own[own_name]
+            if bert_name.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")):
+                if value.shape[1:] != target.shape[1:]:
+                    raise InputError(f"tensor {bert_name} has width {value.shape[1]}, expected {target.shape[1]}",
+                                     file=source)
+                rows = min(value.shape[0], target.shape[0])
+                target[:rows].copy_(value[:rows])
+            elif value.shape != target.shape:
+                raise InputError(f"tensor {bert_name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}",
+                                 file=source)
+            else:
+                target.copy_(value)
 
     @property
     def visual_len(self) -> int:

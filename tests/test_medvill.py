@@ -246,3 +246,48 @@ def test_generate_writes_strings_within_the_length_limits(tokenizer):
 
 def test_matched_draws_follow_the_configured_share():
     assert draw_matched(10, probability=1.0).all() and not draw_matched(10, probability=0.0).any()
+
+
+# ---------------------------------------------------------------------------- local weights
+def test_a_local_bert_checkout_initialises_the_text_side(tmp_path, tokenizer):
+    from transformers import BertConfig, BertModel
+
+    from model.medvill import build_medvill
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    model = build_medvill(tiny_medvill_config(text_model_dir=str(tmp_path / "bert")), tokenizer).eval()
+    assert (model.config.text_width, model.config.text_layers, model.config.text_intermediate) == (32, 2, 64)
+    words = model.encoder.embeddings.word_embeddings.weight
+    assert torch.equal(words[:300], bert.embeddings.word_embeddings.weight)  # the tokenizer's extra rows stay random
+    assert torch.equal(model.encoder.embeddings.semantic_embeddings.weight, bert.embeddings.token_type_embeddings.weight)
+    # Each joint layer computes what the BERT layer of the same index computes (no mask blocks anything).
+    hidden = torch.randn(2, 5, 32)
+    ours = model.encoder.run_layers(hidden, torch.ones(2, 5, 5, dtype=torch.bool))
+    theirs = bert.encoder(hidden).last_hidden_state
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_missing_local_weights_are_reported(tmp_path, tokenizer):
+    from kg.errors import MissingResourceError
+    from model.medvill import build_medvill
+
+    with pytest.raises(MissingResourceError):
+        build_medvill(tiny_medvill_config(text_model_dir=str(tmp_path / "nothing")), tokenizer)
+    with pytest.raises(MissingResourceError, match="backbone_weights"):
+        build_medvill(tiny_medvill_config(backbone_weights=str(tmp_path / "cnn.safetensors")), tokenizer)
+
+
+def test_backbone_weights_round_trip_through_a_local_file(tmp_path, tokenizer):
+    from safetensors.torch import save_file
+
+    from model.medvill import build_medvill
+
+    source = _build(tokenizer, seed=5)
+    state = {k: v.contiguous() for k, v in source.encoder.visual_sampler.cnn.state_dict().items()}
+    save_file(state, str(tmp_path / "cnn.safetensors"))
+    model = build_medvill(tiny_medvill_config(backbone_weights=str(tmp_path / "cnn.safetensors")), tokenizer)
+    loaded = model.encoder.visual_sampler.cnn.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
