@@ -11,7 +11,8 @@ One step, top to bottom as :meth:`MedVillModel.forward` runs it:
 4. One pass of the joint encoder under the scheme's mask; the MLM head predicts the selected
    words, the IRM head classifies the joint [CLS] (and [CLS_T] under ``non_crossing``).
 
-As in MedViLL's reference code, MLM is computed on every pair shown, matched or not.
+As in MedViLL's reference code, MLM is computed on every pair shown, matched or not, and IRM reads
+the same (masked) pass; ``irm_clean_text`` scores IRM in a second pass over the unmasked reports.
 Total loss: ``mlm_weight·L_mlm + irm_weight·L_irm``.
 """
 from __future__ import annotations
@@ -107,9 +108,13 @@ class MedVillModel(nn.Module):
             self.random_ids,
         )
         output = self.encoder(images, corrupted, text_mask, scheme, generator)
+        if cfg.irm_clean_text:
+            irm_output = self.encoder(images, text_ids, text_mask, scheme, generator)
+        else:
+            irm_output = output
         losses = {
             "mlm": self.mlm_loss(self.mlm_head(output.text_hidden), mlm_labels),
-            "irm": self.irm_loss(self.irm_logits(output), matched),
+            "irm": self.irm_loss(self.irm_logits(irm_output), matched),
         }
         total = cfg.mlm_weight * losses["mlm"] + cfg.irm_weight * losses["irm"]
         return MotorOutput(loss=total, losses=losses)

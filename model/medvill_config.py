@@ -46,6 +46,9 @@ class MedVillConfig:
         mlm_probability: share of text tokens selected for MLM (each then 80 % [MASK], 10 % a
             random token, 10 % kept).
         irm_match_probability: share of IRM pairs that match (1 : 1 in the paper).
+        irm_clean_text: score IRM in a second pass over the unmasked reports instead of the MLM
+            pass (``False``: one pass, as MedViLL's reference code; at tiny sizes the masked words
+            keep IRM at chance for far longer, see ``tests/test_medvill.py``).
         mlm_weight / irm_weight: ``loss = mlm_weight·L_mlm + irm_weight·L_irm``.
     """
 
@@ -68,6 +71,7 @@ class MedVillConfig:
     s2s_probability: float = 0.75
     mlm_probability: float = 0.15
     irm_match_probability: float = 0.5
+    irm_clean_text: bool = False
     mlm_weight: float = 1.0
     irm_weight: float = 1.0
 
