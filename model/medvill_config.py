@@ -20,7 +20,7 @@ from model.attention_masks import PRETRAIN_SCHEMES
 class MedVillConfig:
     """A MedViLL single-stream model.
 
-    Visual features (MedViLL Eq. 1–2):
+    Visual features (MedViLL Eq. 1–4 with the embeddings):
         backbone: timm CNN whose last feature map gives the visual features (``resnet50`` as the
             paper; a small one such as ``test_resnet`` for CPU tests). Built with random weights.
         backbone_weights: optional local checkpoint of that CNN in timm's naming (``.safetensors``
@@ -30,7 +30,7 @@ class MedVillConfig:
         num_visual_tokens: K, feature-map positions sampled per image (the paper: 180 of the
             16 × 16 = 256 positions of ResNet-50 at 512 px); at most the map's positions.
 
-    Joint transformer (BERT layout, MedViLL Eq. 3–4 for the text embeddings):
+    Joint transformer (BERT layout):
         text_model_dir: optional local BERT-style checkout (config.json + weights); its sizes
             replace the ``text_*`` fields and its weights initialise the text side
             (:func:`model.medvill.build_medvill`). Nothing is downloaded.

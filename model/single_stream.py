@@ -156,15 +156,15 @@ class JointEmbeddings(nn.Module):
         device = features.device
         cls = self.word_embeddings(torch.full((batch, 1), cls_id, device=device))
         sep = self.word_embeddings(torch.full((batch, 1), sep_id, device=device))
-        tokens = torch.cat([cls, self.visual_projection(features), sep], dim=1)  # W_v v_k, Eq. 1
+        tokens = torch.cat([cls, self.visual_projection(features), sep], dim=1)  # W_v v_k
         index = torch.cat([
             positions.new_zeros(batch, 1), positions + 1, positions.new_full((batch, 1), self.grid + 1)
         ], dim=1)
         semantic = self.semantic_embeddings.weight[VISUAL_SEGMENT]
-        return self.dropout(self.norm(tokens + self.visual_positions(index) + semantic))  # Eq. 2
+        return self.dropout(self.norm(tokens + self.visual_positions(index) + semantic))
 
     def text(self, ids: torch.Tensor, first_position: int = 0) -> torch.Tensor:
-        """Text tokens (B, T) at text positions ``first_position …`` → (B, T, width) (Eq. 3–4)."""
+        """Text tokens (B, T) at text positions ``first_position …`` → (B, T, width)."""
         if first_position + ids.shape[1] > self.text_positions.num_embeddings:
             raise InputError(f"text segment of {first_position + ids.shape[1]} tokens exceeds the "
                              f"{self.text_positions.num_embeddings} text positions", field="input_ids")
