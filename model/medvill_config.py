@@ -1,0 +1,158 @@
+"""The MedViLL model configuration: sizes, visual sampling, mask scheme and objective settings.
+
+A dataclass of its own (MedViLL shares the tokenizer and data with MOTOR but none of its
+encoders), loadable from YAML like :class:`model.config.MotorConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kg.errors import InputError
+from model.attention_masks import PRETRAIN_SCHEMES
+
+
+@dataclass
+class MedVillConfig:
+    """A MedViLL single-stream model.
+
+    Visual features (MedViLL Eq. 1–4 with the embeddings):
+        backbone: timm CNN whose last feature map gives the visual features (``resnet50`` as the
+            paper; a small one such as ``test_resnet`` for CPU tests). Built with random weights.
+        backbone_weights: optional local checkpoint of that CNN in timm's naming (``.safetensors``
+            or a ``torch.save`` file of tensors, read without unpickling).
+        image_size / in_chans: input side in pixels and channels (the paper: 512 px).
+        image_mean / image_std: per-channel (or one shared) normalisation of [0, 1] pixels.
+        num_visual_tokens: K, feature-map positions sampled per image (the paper: 180 of the
+            16 × 16 = 256 positions of ResNet-50 at 512 px); at most the map's positions.
+
+    Joint transformer (BERT layout):
+        text_model_dir: optional local BERT-style checkout (config.json + weights); its sizes
+            replace the ``text_*`` fields and its weights initialise the text side
+            (:func:`model.medvill.build_medvill`). Nothing is downloaded.
+        text_width / text_layers / text_heads / text_intermediate: BERT sizes.
+        max_text_len: text-segment tokens (words, [SEP_L], and [CLS_T] for ``non_crossing``).
+        max_position_embeddings: rows of the text position table (≥ max_text_len).
+        dropout: hidden and attention dropout.
+
+    Pretraining:
+        attention_mask: one of ``bi | s2s | bar | bi+s2s | non_crossing``
+            (:mod:`model.attention_masks`); MedViLL's proposal is ``bar``.
+        s2s_probability: chance of the S2S mask in a ``bi+s2s`` mini-batch.
+        mlm_probability: share of text tokens selected for MLM (each then 80 % [MASK], 10 % a
+            random token, 10 % kept).
+        irm_match_probability: share of IRM pairs that match (1 : 1 in the paper).
+        irm_clean_text: score IRM in a second pass over the unmasked reports instead of the MLM
+            pass (``False``: one pass, as MedViLL's reference code; at tiny sizes the masked words
+            keep IRM at chance for far longer, see ``tests/test_medvill.py``).
+        mlm_weight / irm_weight: ``loss = mlm_weight·L_mlm + irm_weight·L_irm``.
+    """
+
+    backbone: str = "resnet50"
+    backbone_weights: str | None = None
+    image_size: int = 512
+    in_chans: int = 3
+    image_mean: tuple[float, ...] = (0.5,)
+    image_std: tuple[float, ...] = (0.5,)
+    num_visual_tokens: int = 180
+    text_model_dir: str | None = None
+    text_width: int = 768
+    text_layers: int = 12
+    text_heads: int = 12
+    text_intermediate: int = 3072
+    max_text_len: int = 128
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+    attention_mask: str = "bar"
+    s2s_probability: float = 0.75
+    mlm_probability: float = 0.15
+    irm_match_probability: float = 0.5
+    irm_clean_text: bool = False
+    mlm_weight: float = 1.0
+    irm_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.image_mean = _as_floats(self.image_mean, "image_mean")
+        self.image_std = _as_floats(self.image_std, "image_std")
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.attention_mask not in PRETRAIN_SCHEMES:
+            raise InputError(f"must be one of {', '.join(PRETRAIN_SCHEMES)}; got {self.attention_mask!r}",
+                             field="attention_mask")
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise InputError(f"must name a timm CNN; got {self.backbone!r}", field="backbone")
+        for name in ("image_size", "in_chans", "num_visual_tokens", "text_width", "text_layers", "text_heads",
+                     "text_intermediate", "max_text_len", "max_position_embeddings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"must be a positive integer; got {value!r}", field=name)
+        if self.text_width % self.text_heads:
+            raise InputError(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}",
+                             field="text_heads")
+        if self.max_text_len > self.max_position_embeddings:
+            raise InputError(f"exceeds max_position_embeddings ({self.max_position_embeddings})", field="max_text_len")
+        if self.max_text_len < 2:
+            raise InputError("the text segment needs room for a word and [SEP_L] (>= 2)", field="max_text_len")
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) not in (1, self.in_chans):
+                raise InputError(f"needs 1 or in_chans ({self.in_chans}) values; got {len(getattr(self, name))}", field=name)
+        if any(v <= 0 for v in self.image_std):
+            raise InputError("standard deviations must be positive", field="image_std")
+        for name in ("dropout", "s2s_probability", "irm_match_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"must lie in [0, 1]; got {getattr(self, name)!r}", field=name)
+        if not 0.0 < self.mlm_probability <= 1.0:
+            raise InputError(f"must lie in (0, 1]; got {self.mlm_probability!r}", field="mlm_probability")
+        for name in ("mlm_weight", "irm_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (tuples as lists), the inverse of :meth:`from_dict`."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> MedVillConfig:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> MedVillConfig:
+        """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise InputError("expected a mapping of MedVillConfig fields", file=source)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in names:
+                raise InputError(f"unknown MedVillConfig field; known: {', '.join(sorted(names))}", file=source, field=key)
+        try:
+            return cls(**data)
+        except InputError as err:
+            raise InputError(err.message, file=source, field=err.field) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> MedVillConfig:
+        """Load a YAML file of MedVillConfig fields (every field optional)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("model config file not found", file=path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise InputError(f"not valid YAML: {err}", file=path) from None
+        return cls.from_dict(data, source=path)
+
+
+def _as_floats(value: Any, name: str) -> tuple[float, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    if isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(float(v) for v in value)
+    raise InputError(f"expected a number or a non-empty list of numbers; got {value!r}", field=name)
