@@ -22,6 +22,7 @@ from kg.atomic import write_atomic, write_text_atomic
 from kg.errors import InputError
 from pipelines.config import PretrainConfig, dump_config, to_dict
 from pipelines.distributed import DistributedContext
+from pipelines.per_study import split_per_study
 from pipelines.prepare import prepare_data
 from pipelines.run_bundle import RunResult, describe_file
 
@@ -111,7 +112,8 @@ def ablate(
             continue
         say(f"[{variant}] pretraining into {run_dir}")
         result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
-        results[variant] = result.metrics["zero_shot_retrieval"]
+        # Per-study ranks stay in the variant's own run (OUT/<variant>/per_study/), as for a reused run.
+        results[variant] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
     table = ablation_table(results)
     write_text_atomic(out_dir / "ablation.md", table)
     plot_ablation(results, out_dir / "ablation.png")
