@@ -4,7 +4,9 @@ Every variant uses the same data, seed, tokenizer vocabulary and step budget; on
 ``model.knowledge`` differs. Each is scored by zero-shot image-report retrieval on the test split.
 The output directory holds one pretraining run per variant (``OUT/<variant>/``), ``ablation.md``
 (a markdown table laid out as Table 1: variants with GK / SK / MLC check marks, report and image
-retrieval R@1/5/10 in percent), ``ablation.png`` (bar chart) and the usual run bundle.
+retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over the test studies and,
+with ``none`` among the variants, each variant's difference from it with a paired permutation
+p-value, :mod:`pipelines.report_significance`), ``ablation.png`` (bar chart) and the usual run bundle.
 
 A variant whose run directory already holds the results of the same configuration is not
 re-trained, so an interrupted ablation continues where it stopped.
@@ -114,7 +116,10 @@ def ablate(
         result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
         # Per-study ranks stay in the variant's own run (OUT/<variant>/per_study/), as for a reused run.
         results[variant] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
-    table = ablation_table(results)
+    from pipelines.report_significance import ablation_significance_table
+
+    table = ablation_table(results) + ablation_significance_table(
+        {variant: out_dir / variant.replace("+", "_") for variant in variants})
     write_text_atomic(out_dir / "ablation.md", table)
     plot_ablation(results, out_dir / "ablation.png")
     ablation = RunResult(

@@ -197,3 +197,54 @@ def significance_table(cells: Sequence[SignificanceCell], baseline: str | None, 
 def significance_json(cells: Sequence[SignificanceCell]) -> list[dict[str, Any]]:
     """The cells as plain data (``interval`` / ``versus_baseline`` ``null`` when not computed)."""
     return [asdict(cell) for cell in cells]
+
+
+def ablation_significance_table(
+    run_dirs: dict[str, Any],
+    *,
+    baseline: str = "none",
+    ks: Sequence[int] = (1, 5, 10),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    stem: str = "zero_shot_retrieval",
+) -> str:
+    """Markdown for ``ablation.md``: each variant's zero-shot recalls with 95 % intervals, and its
+    difference from ``baseline`` with the paired permutation p-value (recalls in percent).
+
+    Args:
+        run_dirs: variant → its pretraining run directory (holding ``per_study/<stem>.jsonl``).
+        baseline: the variant compared against (no comparison column when it was not run).
+
+    Returns:
+        The tables, or ``""`` when a variant has no per-study file.
+    """
+    from pathlib import Path
+
+    tables = {}
+    for variant, run_dir in run_dirs.items():
+        path = Path(run_dir) / PER_STUDY_DIR / f"{stem}.jsonl"
+        if not path.is_file():
+            return ""
+        tables[variant] = read_per_study(path)
+    columns = {f"{d}_R@{k}": f"{name} R@{k}" for d, name in (("i2t", "Report"), ("t2i", "Image")) for k in ks}
+    intervals: dict[str, dict[str, str]] = {}
+    tests: dict[str, dict[str, str]] = {}
+    for variant, table in tables.items():
+        intervals[variant], tests[variant] = {}, {}
+        for key in columns:
+            direction, k = key.split("_R@")
+            metric = recall_at(int(k), f"itc_{direction}_rank")
+            ci = bootstrap_ci(table, metric, n_resamples=n_resamples, seed=seed)
+            intervals[variant][key] = f"{100 * ci.value:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+            if baseline in tables and variant != baseline:
+                test = paired_test(table, tables[baseline], metric, n_permutations=n_resamples,
+                                   n_resamples=n_resamples, seed=seed)
+                tests[variant][key] = f"{100 * test.difference:+.1f} (p={test.p_value:.2f})"
+    n = len(next(iter(tables.values()))["itc_i2t_rank"])
+    text = (f"\n95 % bootstrap intervals over the {n} test studies (recall in percent; one study is "
+            f"{100 / n:.1f} points):\n\n" + metrics_table(intervals, columns=columns, row_header="Variant"))
+    compared = {v: row for v, row in tests.items() if row}
+    if compared:
+        text += (f"\nDifference from {baseline} (points) and two-sided paired permutation p-value over the same "
+                 "studies:\n\n" + metrics_table(compared, columns=columns, row_header="Variant"))
+    return text
