@@ -21,7 +21,7 @@ from typing import Any
 from kg.errors import InputError
 from pipelines.builders.common import BUILD_LOG_FILE, DatasetBuild
 from pipelines.data.adapters import AdapterResult
-from pipelines.data.manifest import VQARecord, write_vqa_manifest
+from pipelines.data.manifest import write_vqa_manifest
 from pipelines.run_bundle import write_json
 
 VQA_FILE = "vqa.jsonl"
