@@ -116,12 +116,12 @@ def ablate(
         result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
         # Per-study ranks stay in the variant's own run (OUT/<variant>/per_study/), as for a reused run.
         results[variant] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
-    from pipelines.report_significance import ablation_significance_table
+    from pipelines.report_significance import ablation_significance, ablation_significance_table
 
-    table = ablation_table(results) + ablation_significance_table(
-        {variant: out_dir / variant.replace("+", "_") for variant in variants})
+    uncertainty = ablation_significance({variant: out_dir / variant.replace("+", "_") for variant in variants})
+    table = ablation_table(results) + ablation_significance_table(uncertainty)
     write_text_atomic(out_dir / "ablation.md", table)
-    plot_ablation(results, out_dir / "ablation.png")
+    plot_ablation(results, out_dir / "ablation.png", intervals=uncertainty.intervals if uncertainty else None)
     ablation = RunResult(
         kind="ablate",
         config={"variants": list(variants), "pretrain": to_dict(config)},
@@ -166,8 +166,13 @@ def ablation_table(results: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """Grouped bar chart of R@1/5/10 per variant, report and image retrieval side by side, as PNG."""
+def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path, intervals: dict[str, Any] | None = None) -> None:
+    """Grouped bar chart of R@1/5/10 per variant, report and image retrieval side by side, as PNG.
+
+    Args:
+        intervals: variant → ``"i2t_R@K"`` → :class:`~pipelines.metrics.significance.Interval`;
+            drawn as error bars (the 95 % bootstrap interval over test studies) when given.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,12 +187,17 @@ def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path) -> None:
         positions = np.arange(len(variants))
         for offset, k in enumerate(KS):
             values = [100 * results[v]["itc"][f"{direction}_R@{k}"] for v in variants]
-            axis.bar(positions + (offset - 1) * width, values, width, label=f"R@{k}")
+            errors = None
+            if intervals is not None:
+                cis = [intervals[v][f"{direction}_R@{k}"] for v in variants]
+                errors = [[max(0.0, value - 100 * ci.low) for value, ci in zip(values, cis)],
+                          [max(0.0, 100 * ci.high - value) for value, ci in zip(values, cis)]]
+            axis.bar(positions + (offset - 1) * width, values, width, label=f"R@{k}", yerr=errors, capsize=2)
             axis.axhline(100 * chance[f"{direction}_R@{k}"], color=f"C{offset}", linestyle=":", linewidth=1)
         axis.set_xticks(positions, variants)
         axis.set_title(title)
         axis.set_xlabel("knowledge")
-    axes[0].set_ylabel("recall (%)  — dotted: chance")
+    axes[0].set_ylabel("recall (%)  — dotted: chance" + (", bars: 95 % CI" if intervals is not None else ""))
     axes[1].legend(loc="upper left", fontsize="small")
     figure.tight_layout()
     try:

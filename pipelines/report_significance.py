@@ -199,7 +199,25 @@ def significance_json(cells: Sequence[SignificanceCell]) -> list[dict[str, Any]]
     return [asdict(cell) for cell in cells]
 
 
-def ablation_significance_table(
+@dataclass
+class AblationSignificance:
+    """Zero-shot recalls of an ablation's variants with their uncertainty.
+
+    Attributes:
+        n_studies: test studies.
+        baseline: the variant compared against.
+        intervals: variant → ``"i2t_R@K"`` / ``"t2i_R@K"`` → bootstrap :class:`Interval`.
+        tests: variant → key → :class:`PairedComparison` against ``baseline`` (not for the
+            baseline itself, and empty when the baseline was not run).
+    """
+
+    n_studies: int
+    baseline: str
+    intervals: dict[str, dict[str, Interval]]
+    tests: dict[str, dict[str, PairedComparison]]
+
+
+def ablation_significance(
     run_dirs: dict[str, Any],
     *,
     baseline: str = "none",
@@ -207,16 +225,15 @@ def ablation_significance_table(
     n_resamples: int = 1000,
     seed: int = 0,
     stem: str = "zero_shot_retrieval",
-) -> str:
-    """Markdown for ``ablation.md``: each variant's zero-shot recalls with 95 % intervals, and its
-    difference from ``baseline`` with the paired permutation p-value (recalls in percent).
+) -> AblationSignificance | None:
+    """Intervals of each variant's ITC recalls and paired tests against ``baseline``.
 
     Args:
         run_dirs: variant → its pretraining run directory (holding ``per_study/<stem>.jsonl``).
-        baseline: the variant compared against (no comparison column when it was not run).
+        baseline: the variant compared against.
 
     Returns:
-        The tables, or ``""`` when a variant has no per-study file.
+        The figures, or ``None`` when a variant has no per-study file.
     """
     from pathlib import Path
 
@@ -224,27 +241,38 @@ def ablation_significance_table(
     for variant, run_dir in run_dirs.items():
         path = Path(run_dir) / PER_STUDY_DIR / f"{stem}.jsonl"
         if not path.is_file():
-            return ""
+            return None
         tables[variant] = read_per_study(path)
-    columns = {f"{d}_R@{k}": f"{name} R@{k}" for d, name in (("i2t", "Report"), ("t2i", "Image")) for k in ks}
-    intervals: dict[str, dict[str, str]] = {}
-    tests: dict[str, dict[str, str]] = {}
+    keys = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks]
+    found = AblationSignificance(len(next(iter(tables.values()))["itc_i2t_rank"]), baseline, {}, {})
     for variant, table in tables.items():
-        intervals[variant], tests[variant] = {}, {}
-        for key in columns:
+        found.intervals[variant], found.tests[variant] = {}, {}
+        for key in keys:
             direction, k = key.split("_R@")
             metric = recall_at(int(k), f"itc_{direction}_rank")
-            ci = bootstrap_ci(table, metric, n_resamples=n_resamples, seed=seed)
-            intervals[variant][key] = f"{100 * ci.value:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+            found.intervals[variant][key] = bootstrap_ci(table, metric, n_resamples=n_resamples, seed=seed)
             if baseline in tables and variant != baseline:
-                test = paired_test(table, tables[baseline], metric, n_permutations=n_resamples,
-                                   n_resamples=n_resamples, seed=seed)
-                tests[variant][key] = f"{100 * test.difference:+.1f} (p={test.p_value:.2f})"
-    n = len(next(iter(tables.values()))["itc_i2t_rank"])
+                found.tests[variant][key] = paired_test(table, tables[baseline], metric, n_permutations=n_resamples,
+                                                        n_resamples=n_resamples, seed=seed)
+    return found
+
+
+def ablation_significance_table(found: AblationSignificance | None) -> str:
+    """Markdown for ``ablation.md``: each variant's recalls with 95 % intervals, and its difference
+    from the baseline with the paired permutation p-value (recalls in percent); ``""`` for ``None``."""
+    if found is None:
+        return ""
+    names = {"i2t": "Report", "t2i": "Image"}
+    some = next(iter(found.intervals.values()))
+    columns = {key: f"{names[key.split('_')[0]]} {key.split('_')[1]}" for key in some}
+    intervals = {variant: {key: f"{100 * ci.value:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+                           for key, ci in row.items()} for variant, row in found.intervals.items()}
+    n = found.n_studies
     text = (f"\n95 % bootstrap intervals over the {n} test studies (recall in percent; one study is "
             f"{100 / n:.1f} points):\n\n" + metrics_table(intervals, columns=columns, row_header="Variant"))
-    compared = {v: row for v, row in tests.items() if row}
+    compared = {variant: {key: f"{100 * test.difference:+.1f} (p={test.p_value:.2f})" for key, test in row.items()}
+                for variant, row in found.tests.items() if row}
     if compared:
-        text += (f"\nDifference from {baseline} (points) and two-sided paired permutation p-value over the same "
-                 "studies:\n\n" + metrics_table(compared, columns=columns, row_header="Variant"))
+        text += (f"\nDifference from {found.baseline} (points) and two-sided paired permutation p-value over the "
+                 "same studies:\n\n" + metrics_table(compared, columns=columns, row_header="Variant"))
     return text

@@ -91,14 +91,17 @@ def test_an_unknown_baseline_lists_the_rows(runs: list[Path], capsys) -> None:
 
 
 def test_ablation_table_gives_intervals_and_tests_against_none(tmp_path: Path) -> None:
-    from pipelines.report_significance import ablation_significance_table
+    from pipelines.report_significance import ablation_significance, ablation_significance_table
 
     rng = np.random.default_rng(1)
     dirs = {"none": make_run(tmp_path, "none", 0, rng.integers(1, 60, size=N)),
             "full": make_run(tmp_path, "full", 0, rng.integers(1, 8, size=N))}
-    text = ablation_significance_table(dirs, n_resamples=200)
+    found = ablation_significance(dirs, n_resamples=200)
+    assert found.intervals["full"]["i2t_R@10"].low > found.intervals["none"]["i2t_R@10"].high
+    text = ablation_significance_table(found)
     assert f"over the {N} test studies" in text and "one study is 2.5 points" in text
     full_test = [line for line in text.splitlines() if line.startswith("| full") and "p=" in line][0]
     report_r10 = full_test.split("|")[4]  # "+62.5 (p=0.01)": a clear effect
     assert float(report_r10.split("p=")[1].rstrip(") ")) < 0.05
-    assert ablation_significance_table({**dirs, "gk": tmp_path / "absent"}) == ""
+    assert ablation_significance({**dirs, "gk": tmp_path / "absent"}) is None
+    assert ablation_significance_table(None) == ""
