@@ -6,6 +6,7 @@ as manifests and JSONL reports have readers of their own that name the line).
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 from pathlib import Path
@@ -69,3 +70,18 @@ def read_yaml(path: str | os.PathLike, *, missing: str = "file not found", error
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise error(f"not valid YAML: {err}", file=path) from err
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN/inf as ``None``, paths as strings and tuples as lists (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return json_ready(value.item())
+    return value

@@ -4,7 +4,9 @@ Every variant uses the same data, seed, tokenizer vocabulary and step budget; on
 ``model.knowledge`` differs. Each is scored by zero-shot image-report retrieval on the test split.
 The output directory holds one pretraining run per variant (``OUT/<variant>/``), ``ablation.md``
 (a markdown table laid out as Table 1: variants with GK / SK / MLC check marks, report and image
-retrieval R@1/5/10 in percent), ``ablation.png`` (bar chart) and the usual run bundle.
+retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over the test studies and,
+with ``none`` among the variants, each variant's difference from it with a paired permutation
+p-value, :mod:`pipelines.report_significance`), ``ablation.png`` (bar chart) and the usual run bundle.
 
 A variant whose run directory already holds the results of the same configuration is not
 re-trained, so an interrupted ablation continues where it stopped.
@@ -23,6 +25,7 @@ from kg.errors import InputError
 from model.variants import KNOWLEDGE_VARIANTS, knowledge_variant
 from pipelines.config import PretrainConfig, dump_config, to_dict
 from pipelines.distributed import DistributedContext
+from pipelines.per_study import split_per_study
 from pipelines.prepare import prepare_data
 from pipelines.run_bundle import RunResult, describe_file
 
@@ -104,10 +107,14 @@ def ablate(
             continue
         say(f"[{variant}] pretraining into {run_dir}")
         result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
-        results[variant] = result.metrics["zero_shot_retrieval"]
-    table = ablation_table(results)
+        # Per-study ranks stay in the variant's own run (OUT/<variant>/per_study/), as for a reused run.
+        results[variant] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
+    from pipelines.report_significance import ablation_significance, ablation_significance_table
+
+    uncertainty = ablation_significance({variant: out_dir / variant.replace("+", "_") for variant in variants})
+    table = ablation_table(results) + ablation_significance_table(uncertainty)
     write_text_atomic(out_dir / "ablation.md", table)
-    plot_ablation(results, out_dir / "ablation.png")
+    plot_ablation(results, out_dir / "ablation.png", intervals=uncertainty.intervals if uncertainty else None)
     ablation = RunResult(
         kind="ablate",
         config={"variants": list(variants), "pretrain": to_dict(config)},
@@ -153,8 +160,13 @@ def ablation_table(results: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """Grouped bar chart of R@1/5/10 per variant, report and image retrieval side by side, as PNG."""
+def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path, intervals: dict[str, Any] | None = None) -> None:
+    """Grouped bar chart of R@1/5/10 per variant, report and image retrieval side by side, as PNG.
+
+    Args:
+        intervals: variant → ``"i2t_R@K"`` → :class:`~pipelines.metrics.significance.Interval`;
+            drawn as error bars (the 95 % bootstrap interval over test studies) when given.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,12 +181,17 @@ def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path) -> None:
         positions = np.arange(len(variants))
         for offset, k in enumerate(KS):
             values = [100 * results[v]["itc"][f"{direction}_R@{k}"] for v in variants]
-            axis.bar(positions + (offset - 1) * width, values, width, label=f"R@{k}")
+            errors = None
+            if intervals is not None:
+                cis = [intervals[v][f"{direction}_R@{k}"] for v in variants]
+                errors = [[max(0.0, value - 100 * ci.low) for value, ci in zip(values, cis)],
+                          [max(0.0, 100 * ci.high - value) for value, ci in zip(values, cis)]]
+            axis.bar(positions + (offset - 1) * width, values, width, label=f"R@{k}", yerr=errors, capsize=2)
             axis.axhline(100 * chance[f"{direction}_R@{k}"], color=f"C{offset}", linestyle=":", linewidth=1)
         axis.set_xticks(positions, variants)
         axis.set_title(title)
         axis.set_xlabel("knowledge")
-    axes[0].set_ylabel("recall (%)  — dotted: chance")
+    axes[0].set_ylabel("recall (%)  — dotted: chance" + (", bars: 95 % CI" if intervals is not None else ""))
     axes[1].legend(loc="upper left", fontsize="small")
     figure.tight_layout()
     try:

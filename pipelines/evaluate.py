@@ -115,11 +115,14 @@ def retrieval_evaluation(
         itm_k: also score with ITM re-ranking of the top ``itm_k`` candidates (0: ITC only).
 
     Returns:
-        ``{"itc": metrics, "itm": metrics (when itm_k), "n": N, "distinct_reports": int}`` with
-        ``metrics`` as :func:`pipelines.metrics.retrieval_metrics` returns them (recalls, median
-        ranks, ``mean_R`` and their ``chance`` levels).
+        ``{"itc": metrics, "itm": metrics (when itm_k), "n": N, "distinct_reports": int,
+        "per_study": rows}`` with ``metrics`` as :func:`pipelines.metrics.retrieval_metrics`
+        returns them (recalls, median ranks, ``mean_R`` and their ``chance`` levels) and ``rows``
+        each study's ranks (:mod:`pipelines.per_study`).
     """
     from pipelines.metrics import retrieval_metrics
+    from pipelines.metrics.retrieval import ranks_of_positives
+    from pipelines.per_study import retrieval_rows, study_ids
 
     image_feats, text_feats = retrieval_features(model, dataset, collate_fn, batch_size=batch_size, device=device)
     similarity = image_feats @ text_feats.T
@@ -129,9 +132,13 @@ def retrieval_evaluation(
         "distinct_reports": int(len(np.unique(positives, axis=0))),
         "itc": retrieval_metrics(similarity.numpy(), positives),
     }
+    ranks = {"itc_i2t_rank": ranks_of_positives(similarity.numpy(), positives),
+             "itc_t2i_rank": ranks_of_positives(similarity.numpy().T, positives.T)}
     if itm_k:
         scores = itm_rerank(model, dataset, collate_fn, similarity, k=itm_k, batch_size=batch_size, device=device)
         result["itm"] = retrieval_metrics(scores, positives)
+        ranks.update(itm_i2t_rank=ranks_of_positives(scores, positives), itm_t2i_rank=ranks_of_positives(scores.T, positives.T))
+    result["per_study"] = retrieval_rows(study_ids(dataset), ranks)
     return result
 
 
@@ -176,20 +183,20 @@ def generation_evaluation(
 
     Returns:
         ``{"greedy": metrics, "beam": metrics (num_beams > 1), "most_frequent_report": metrics,
-        "num_beams", "n", "examples", "reports"}`` with ``metrics`` as
+        "num_beams", "n", "examples", "per_study"}`` with ``metrics`` as
         :func:`pipelines.metrics.caption_metrics` returns them, plus ``clinical_efficacy``: the
         CheXpert-label precision / recall / F1 of ``kg label`` on the generated against the
         reference reports under both uncertain-label policies
         (:func:`pipelines.metrics.clinical_efficacy_both`), and ``f1_radgraph``
         (:func:`pipelines.metrics.radgraph.generation_f1_radgraph`; ``None`` for the beam and
         baseline reports when the package's annotations cover only the greedy ones).
-        ``reports`` lists every study's ``study_id``, ``reference``, ``greedy`` (and ``beam``)
-        report: what the package annotates.
+        ``per_study`` lists every study's ``study_id``, ``reference``, ``greedy`` (and ``beam``)
+        report (:mod:`pipelines.per_study`): what the package annotates.
     """
     from kg.label import label_texts
+    from pipelines.data.motor_samples import study_texts
     from pipelines.metrics import caption_metrics, clinical_efficacy_both
     from pipelines.metrics.radgraph import generation_f1_radgraph
-    from pipelines.data.motor_samples import study_texts
 
     references = dataset.reports()
     study_ids = [study_id for study_id, _ in study_texts(dataset.studies)]
@@ -217,7 +224,7 @@ def generation_evaluation(
         {"reference": references[i], "greedy": greedy[i], **({"beam": beam[i]} if beam else {})}
         for i in range(min(examples, len(references)))
     ]
-    result["reports"] = [
+    result["per_study"] = [
         {"study_id": study_ids[i], "reference": references[i], "greedy": greedy[i],
          **({"beam": beam[i]} if beam else {})}
         for i in range(len(references))
@@ -254,11 +261,16 @@ def diagnosis_evaluation(
     names: Sequence[str],
 ) -> dict[str, Any]:
     """AUROC per class and mean, macro and micro F1 (threshold 0.5), as
-    :func:`pipelines.metrics.classification_metrics` returns them."""
+    :func:`pipelines.metrics.classification_metrics` returns them, and ``per_study``: every study's
+    labels and probabilities (:mod:`pipelines.per_study`)."""
     from pipelines.metrics import classification_metrics
+    from pipelines.per_study import study_ids
 
     y_true, y_prob = diagnosis_scores(head, dataset, collate_fn, batch_size=batch_size, device=device)
-    return classification_metrics(y_true, y_prob, list(names))
+    result = classification_metrics(y_true, y_prob, list(names))
+    result["per_study"] = [{"study_id": study, "y_true": y_true[i].tolist(), "y_prob": y_prob[i].tolist()}
+                           for i, study in enumerate(study_ids(dataset))]
+    return result
 
 
 @torch.no_grad()
@@ -304,14 +316,20 @@ def vqa_evaluation(
     answers every question with its type's most frequent training answer.
 
     Returns:
-        ``{"model": accuracies, "majority_answer": accuracies, "n"}`` with accuracies as
-        :func:`pipelines.metrics.vqa_accuracy` returns them.
+        ``{"model": accuracies, "majority_answer": accuracies, "n", "per_study"}`` with accuracies
+        as :func:`pipelines.metrics.vqa_accuracy` returns them and ``per_study`` every question's
+        prediction (:mod:`pipelines.per_study`).
     """
-    from pipelines.metrics import vqa_accuracy
+    from pipelines.metrics import normalize_answer, vqa_accuracy
 
     answers, kinds = vqa_records(dataset)
     predictions = vqa_predictions(head, dataset, collate_fn, batch_size=batch_size, device=device)
     result: dict[str, Any] = {"n": len(answers), "model": vqa_accuracy(predictions, answers, kinds)}
+    result["per_study"] = [
+        {"qid": record.qid, "answer_type": kind, "answer": answer, "prediction": prediction,
+         "correct": int(normalize_answer(prediction) == normalize_answer(answer))}
+        for (record, _), kind, answer, prediction in zip(dataset.items, kinds, answers, predictions)
+    ]
     if majority is not None:
         baseline = [majority.get(kind, "") for kind in kinds]
         result["majority_answer"] = vqa_accuracy(baseline, answers, kinds)

@@ -8,7 +8,9 @@ Every ``motor`` run directory holds
   code does not run from a git checkout);
 * ``run.json``: the command, seeds, data manifests with their sha256, and the checkpoints (final,
   and the one chosen on validation when there is one);
-* ``metrics.json`` (+ ``metrics.md``): the results.
+* ``metrics.json`` (+ ``metrics.md``): the results;
+* ``per_study/*.jsonl``: what each test study got (ranks, reports, predictions), moved out of the
+  metrics (:mod:`pipelines.per_study`).
 
 :class:`RunResult` is the object a pipeline returns; ``save_to_directory`` writes the bundle, as
 PyKEEN's ``PipelineResult.save_to_directory`` does.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import subprocess
@@ -29,26 +30,11 @@ from typing import Any
 import yaml
 
 from kg.atomic import write_text_atomic
-from kg.files import sha256_file
+from kg.files import json_ready, sha256_file
 
 PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "timm", "faiss-gpu", "faiss-cpu", "pykeen",
             "duckdb", "torch-geometric", "numpy", "safetensors", "motor-kg")
 CODE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN/inf as ``None``, paths as strings and tuples as lists (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return json_ready(value.item())
-    return value
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -135,7 +121,9 @@ class RunResult:
     run_dir: Path | None = None
 
     def save_to_directory(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.yaml``, ``env.json``, ``git.json``, ``run.json``, ``metrics.json`` (+ ``.md``).
+        """Write ``config.yaml``, ``env.json``, ``git.json``, ``run.json``, ``metrics.json`` (+ ``.md``),
+        and ``per_study/<where>.jsonl`` for every ``per_study`` list found in the metrics (written
+        there instead of into ``metrics.json``).
 
         Returns:
             The directory.
@@ -150,7 +138,11 @@ class RunResult:
             {"kind": self.kind, "command": self.command, "seeds": self.seeds, "data": self.data,
              "checkpoints": self.checkpoints},
         )
-        write_json(directory / "metrics.json", self.metrics)
+        from pipelines.per_study import split_per_study, write_per_study
+
+        metrics, per_study = split_per_study(self.metrics)
+        write_json(directory / "metrics.json", metrics)
+        write_per_study(directory, per_study)
         if self.metrics_markdown is not None:
             write_text_atomic(directory / "metrics.md", self.metrics_markdown)
         return directory

@@ -102,7 +102,8 @@ def test_generation_evaluation_reads_package_annotations(pretrained, tmp_path, c
     rules_out = tmp_path / "eval-rules"
     assert main(["evaluate", "--task", "generation", "--model", str(pretrained), "--out", str(rules_out), *extra]) == 0
     evaluated = json.loads((rules_out / "metrics.json").read_text())["test"]
-    reports = evaluated["reports"]
+    per_study = (rules_out / "per_study" / "test.jsonl").read_text().splitlines()
+    reports = [json.loads(line) for line in per_study]
     assert len(reports) == evaluated["n"]
     assert [row["reference"] for row in reports[:len(evaluated["examples"])]] == \
         [example["reference"] for example in evaluated["examples"]]

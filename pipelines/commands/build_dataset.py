@@ -1,4 +1,5 @@
-"""``motor build-dataset``: MIMIC-CXR or IU-Xray from the user's own copy → annotation.json + manifest."""
+"""``motor build-dataset``: MIMIC-CXR or IU-Xray from the user's own copy → annotation.json + manifest;
+ChestX-ray14, VQA-RAD and SLAKE (:mod:`pipelines.commands.build_dataset_more`)."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,13 @@ examples:
   motor build-dataset iu-xray --reports indiana_reports.csv --projections indiana_projections.csv \\
       --images-root images/images_normalized --out data/iu
   motor build-dataset iu-xray --annotation iu_xray/annotation.json --images-root iu_xray/images --out data/iu
+
+ChestX-ray14 writes OUT/manifest.jsonl, OUT/labels_chestxray14.csv (15 classes) and OUT/build_log.json;
+VQA-RAD and SLAKE write OUT/vqa.jsonl (the VQA manifest) and OUT/build_log.json:
+  motor build-dataset chestxray14 --root ChestX-ray14 --images-root ChestX-ray14/images --out data/cxr14
+  motor build-dataset vqa-rad --root data_RAD --out data/vqa_rad        # trainset.json / testset.json + images/
+  motor build-dataset vqa-rad --root VQA_RAD --layout public --out data/vqa_rad
+  motor build-dataset slake --root Slake1.0 --out data/slake
 """
 
 
@@ -22,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``build-dataset`` sub-command with its ``mimic-cxr`` and ``iu-xray`` variants."""
     parser = subparsers.add_parser(
         "build-dataset",
-        help="build annotation.json + manifest.jsonl from your MIMIC-CXR or IU-Xray copy",
+        help="build manifests from your MIMIC-CXR, IU-Xray, ChestX-ray14, VQA-RAD or SLAKE copy",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     iu.add_argument("--annotation", metavar="FILE", help="an R2Gen annotation.json (instead of the CSVs)")
     iu.add_argument("--seed", type=int, default=0, help="seed of the 7:1:2 split of the CSV source (default: 0)")
     iu.set_defaults(func=run)
+
+    from pipelines.commands.build_dataset_more import register_datasets
+
+    register_datasets(datasets)
 
 
 def run(args: argparse.Namespace) -> int:
