@@ -9,16 +9,16 @@ is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident s
 (with the resident size just before the model was built, to separate the interpreter and
 libraries from the model's share).
 
-Part 2 — the SK path of one training step (retrieval, then E_sk → E_{sk→v} for the momentum
-encoders without gradient and for the online encoders with forward and backward) on one model and
+Part 2 — the SK path of one training step (retrieval, then E_sk → E_{sk→v} for the online path
+with forward and backward, and E_{sk→v} without gradient for the momentum path) on one model and
 one full report queue, two ways:
 
 * ``batched`` (this project): the top-k slots' token ids are gathered from the queue and the B·k
-  sentences go through E_sk in one (B·k, L) pass;
+  sentences go through E_sk in one (B·k, L) pass, whose f_sk the momentum path reuses;
 * ``reference`` (the approach of the original research code): for each of the k ranks, the
   retrieved reports' SK token ids are decoded back to strings and re-tokenised (once per step,
-  shared by both encoders), then encoded by E_sk as one (B, L) batch per rank; the k encodings are
-  concatenated as E_{sk→v}'s keys and values. The research code tokenises SK sentences to a fixed
+  shared by both paths), then encoded by E_sk as one (B, L) batch per rank, once for each path;
+  the k encodings are concatenated as E_{sk→v}'s keys and values. The research code tokenises SK sentences to a fixed
   ``sk_max_len`` (90) tokens; ``--reference-padding longest`` pads each rank only to its longest
   sentence instead, a kinder baseline.
 
@@ -53,7 +53,7 @@ from torch import nn
 
 from kg.gk import load_gk
 from model import KNOWLEDGE_VARIANTS, MotorCollator, MotorConfig, build_model, train_tokenizer
-from model.motor import MotorModel, sk_stage
+from model.motor import MotorModel, encode_sk, sk_stage
 
 RELATIONS = ("located_at", "suggestive_of", "modify")
 
@@ -242,19 +242,23 @@ def measure_sk_path(
     queries = F.normalize(torch.randn(batch_size, config.embed_dim, generator=generator), dim=1).to(device_)
     index = torch.arange(batch_size, device=device_)
 
-    # One training step's SK work: retrieval, then E_sk and E_{sk→v} for the momentum encoders
-    # (no gradient) and for the online encoders (forward and backward), as MotorModel.forward runs it.
+    # One training step's SK work as MotorModel.forward runs it: retrieval, E_sk once (forward and
+    # backward), E_{sk→v} for the online path (forward and backward) and, on the same f_sk without
+    # gradient, for the momentum path.
     def batched() -> torch.Tensor:
         knowledge = model.retrieve_knowledge(queries, exclude_index=index)
+        sk_feats = encode_sk(model, knowledge)
         with torch.no_grad():
-            sk_stage(model.momentum, image_tokens, knowledge)
-        return sk_stage(model, image_tokens, knowledge)
+            sk_stage(model, image_tokens, knowledge, sk_feats)
+        return sk_stage(model, image_tokens, knowledge, sk_feats)
 
+    # The research code runs its (online) E_sk and E_{sk→v} twice: without gradient for the
+    # momentum path, then with gradient for the online path.
     def reference() -> torch.Tensor:
         knowledge = model.retrieve_knowledge(queries, exclude_index=index)
         inputs = reference_sk_inputs(model, tokenizer, knowledge.slots, padding)
         with torch.no_grad():
-            reference_sk_encode(model.momentum, image_tokens, inputs)
+            reference_sk_encode(model, image_tokens, inputs)
         return reference_sk_encode(model, image_tokens, inputs)
 
     with torch.no_grad():
@@ -331,7 +335,7 @@ def main() -> None:
         sk = measure_sk_path(args.preset, args.device, args.sk_batch_size or args.batch_size, args.sk_repeats,
                              args.seed, tokenizer, args.reference_padding)
     print(f"\n## SK path of one training step (retrieval from a full n_Q = {config.sk_queue_size} queue, "
-          f"k = {config.sk_top_k}; E_sk + E_sk->v momentum forward, online forward + backward; "
+          f"k = {config.sk_top_k}; E_sk + E_sk->v online forward + backward, momentum-path E_sk->v forward; "
           f"median of {args.sk_repeats})\n")
     print("| approach | ms per batch |")
     print("|---|---:|")
