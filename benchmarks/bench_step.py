@@ -3,7 +3,8 @@
 Part 1 — training steps. For every knowledge variant (``none``, ``gk``, ``sk``, ``gk+sk``,
 ``full``) a fresh process builds the preset's model, fills the SK report queue and the ITC queues
 to capacity (so retrieval searches a full n_Q), runs ``--warmup`` untimed steps and then
-``--steps`` timed steps of forward, backward and an AdamW update on a synthetic batch; steps/s is
+``--steps`` timed steps of forward, backward and an AdamW update (built as ``motor pretrain``
+builds it) on a synthetic batch; steps/s is
 the reciprocal of the median step time (robust to stalls on a shared machine). Peak memory
 is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set size on CPU
 (with the resident size just before the model was built, to separate the interpreter and
@@ -62,6 +63,8 @@ from torch import nn
 from kg.gk import load_gk
 from model import KNOWLEDGE_VARIANTS, MotorCollator, MotorConfig, build_model, train_tokenizer
 from model.motor import MotorModel, encode_sk, sk_stage
+from pipelines.config import OptimConfig
+from pipelines.loop import build_optimizer
 
 RELATIONS = ("located_at", "suggestive_of", "modify")
 
@@ -176,7 +179,7 @@ def measure_training(setting: Setting) -> dict[str, float | str]:
     model = build_model(config, tokenizer).to(device).train()
     fill_queues(model, tokenizer, setting.seed)
     batch = {k: v.to(device) for k, v in synthetic_batch(tokenizer, config, setting.batch_size, setting.seed).items()}
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimiser = build_optimizer(model, OptimConfig(lr=1e-5))  # as `motor pretrain` builds it
 
     def step() -> None:
         output = model(batch)
