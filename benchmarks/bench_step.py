@@ -3,22 +3,26 @@
 Part 1 — training steps. For every knowledge variant (``none``, ``gk``, ``sk``, ``gk+sk``,
 ``full``) a fresh process builds the preset's model, fills the SK report queue and the ITC queues
 to capacity (so retrieval searches a full n_Q), runs ``--warmup`` untimed steps and then
-``--steps`` timed steps of forward, backward and an AdamW update on a synthetic batch; steps/s is
+``--steps`` timed steps of forward, backward and an AdamW update (built as ``motor pretrain``
+builds it) on a synthetic batch; steps/s is
 the reciprocal of the median step time (robust to stalls on a shared machine). Peak memory
 is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set size on CPU
 (with the resident size just before the model was built, to separate the interpreter and
-libraries from the model's share).
+libraries from the model's share). For the variants with SK, the share of the median step spent in
+training-time SK retrieval (timed inside further steps) and in SK encoding (E_sk forward and
+backward on a step's retrieved sentences, timed apart) follows; ``--sk-queue-size 65536`` runs the
+tiny model against the paper's n_Q.
 
-Part 2 — the SK path of one training step (retrieval, then E_sk → E_{sk→v} for the momentum
-encoders without gradient and for the online encoders with forward and backward) on one model and
+Part 2 — the SK path of one training step (retrieval, then E_sk → E_{sk→v} for the online path
+with forward and backward, and E_{sk→v} without gradient for the momentum path) on one model and
 one full report queue, two ways:
 
 * ``batched`` (this project): the top-k slots' token ids are gathered from the queue and the B·k
-  sentences go through E_sk in one (B·k, L) pass;
+  sentences go through E_sk in one (B·k, L) pass, whose f_sk the momentum path reuses;
 * ``reference`` (the approach of the original research code): for each of the k ranks, the
   retrieved reports' SK token ids are decoded back to strings and re-tokenised (once per step,
-  shared by both encoders), then encoded by E_sk as one (B, L) batch per rank; the k encodings are
-  concatenated as E_{sk→v}'s keys and values. The research code tokenises SK sentences to a fixed
+  shared by both paths), then encoded by E_sk as one (B, L) batch per rank, once for each path;
+  the k encodings are concatenated as E_{sk→v}'s keys and values. The research code tokenises SK sentences to a fixed
   ``sk_max_len`` (90) tokens; ``--reference-padding longest`` pads each rank only to its longest
   sentence instead, a kinder baseline.
 
@@ -27,11 +31,15 @@ Both use the same retrieval and the same weights, and the script checks that the
 The data are synthetic: random images, and reports / SK sentences composed from the GK graph's
 words (``graphs/chest_gk.yaml``), tokenised by a WordPiece vocabulary trained on them.
 
+The device defaults to CUDA when available, and the preset to ``base`` on CUDA, ``tiny`` on CPU.
+
 Usage::
 
-    python benchmarks/bench_step.py                                  # tiny preset on CPU
+    python benchmarks/bench_step.py                                  # tiny on CPU, or base on a GPU
     python benchmarks/bench_step.py --variants none full --steps 20
     python benchmarks/bench_step.py --threads 1                      # on a machine shared with other jobs
+    python benchmarks/bench_step.py --threads 1 --variants full --sk-queue-size 65536
+    python benchmarks/bench_step.py --variants full --set momentum_knowledge=true   # EMA copies of E_gk, E_sk, E_sk->v
     python benchmarks/bench_step.py --device cuda --preset base --batch-size 32
 """
 from __future__ import annotations
@@ -49,11 +57,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from kg.gk import load_gk
 from model import KNOWLEDGE_VARIANTS, MotorCollator, MotorConfig, build_model, train_tokenizer
-from model.motor import MotorModel, sk_stage
+from model.motor import MotorModel, encode_sk, sk_stage
+from pipelines.config import OptimConfig
+from pipelines.loop import build_optimizer
 
 RELATIONS = ("located_at", "suggestive_of", "modify")
 
@@ -71,6 +82,11 @@ class Setting:
     seed: int
     threads: int
     tokenizer_dir: str
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    def config(self) -> MotorConfig:
+        """The preset with this setting's knowledge switch and ``--set`` overrides."""
+        return MotorConfig.preset(self.preset).replace(knowledge=self.knowledge, **dict(self.overrides))
 
 
 def synthetic_texts(count: int, seed: int) -> tuple[list[str], list[str]]:
@@ -157,13 +173,13 @@ def measure_training(setting: Setting) -> dict[str, float | str]:
     torch.set_num_threads(setting.threads)
     device = torch.device(setting.device)
     tokenizer = load_tokenizer(setting.tokenizer_dir)
-    config = MotorConfig.preset(setting.preset).replace(knowledge=setting.knowledge)
+    config = setting.config()
     rss_before = _current_rss_mib()
     torch.manual_seed(setting.seed)
     model = build_model(config, tokenizer).to(device).train()
     fill_queues(model, tokenizer, setting.seed)
     batch = {k: v.to(device) for k, v in synthetic_batch(tokenizer, config, setting.batch_size, setting.seed).items()}
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimiser = build_optimizer(model, OptimConfig(lr=1e-5))  # as `motor pretrain` builds it
 
     def step() -> None:
         output = model(batch)
@@ -184,18 +200,61 @@ def measure_training(setting: Setting) -> dict[str, float | str]:
         times.append(time.perf_counter() - started)
     # The median step: robust to the stalls other processes on a shared machine cause.
     seconds = statistics.median(times)
+    counts = model.parameter_counts()
     result: dict[str, float | str] = {
         "knowledge": setting.knowledge,
         "steps_per_s": 1 / seconds,
         "samples_per_s": setting.batch_size / seconds,
-        "trainable_m": model.parameter_counts()["trainable"] / 1e6,
+        "trainable_m": counts["trainable"] / 1e6,
+        "momentum_m": counts.get("momentum", 0) / 1e6,
     }
+    if config.uses_sk:
+        retrieval_ms, encoding_ms = sk_costs(model, step, device, min(setting.steps, 10))
+        result["retrieval_share"] = retrieval_ms / 1000 / seconds
+        result["sk_encoding_share"] = encoding_ms / 1000 / seconds
     if device.type == "cuda":
         result["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         result["peak_mib"] = _peak_rss_mib()
         result["baseline_mib"] = rss_before
     return result
+
+
+def sk_costs(model: MotorModel, step, device: torch.device, steps: int) -> tuple[float, float]:
+    """Median ms per training step of SK retrieval and of SK encoding (E_sk forward + backward).
+
+    Retrieval is timed inside ``steps`` further training steps (it runs without gradient, so its
+    call is all of it). E_sk's backward runs inside autograd's pass over the whole graph, so the
+    encoding is timed apart: forward and backward of E_sk on the sentences the last step retrieved.
+    """
+    retrieve, retrieval_times, retrieved = model.retrieve_knowledge, [], []
+
+    def timed_retrieve(*args, **kwargs):
+        _synchronise(device)
+        started = time.perf_counter()
+        knowledge = retrieve(*args, **kwargs)
+        _synchronise(device)
+        retrieval_times.append(time.perf_counter() - started)
+        retrieved[:] = [knowledge]
+        return knowledge
+
+    model.retrieve_knowledge = timed_retrieve
+    try:
+        for _ in range(steps):
+            step()
+    finally:
+        del model.retrieve_knowledge  # back to the method
+    encoding_times = []
+    for attempt in range(steps + 1):
+        _synchronise(device)
+        started = time.perf_counter()
+        features, _ = encode_sk(model, retrieved[0])
+        features.float().square().mean().backward()
+        _synchronise(device)
+        if attempt:  # the first call warms caches
+            encoding_times.append(time.perf_counter() - started)
+    model.zero_grad(set_to_none=True)
+    return statistics.median(retrieval_times) * 1000, statistics.median(encoding_times) * 1000
 
 
 # ---------------------------------------------------------------------------- the SK path
@@ -229,11 +288,11 @@ def reference_sk_encode(
 
 
 def measure_sk_path(
-    preset: str, device: str, batch_size: int, repeats: int, seed: int, tokenizer, padding: str = "max_length"
+    config: MotorConfig, device: str, batch_size: int, repeats: int, seed: int, tokenizer, padding: str = "max_length"
 ) -> dict[str, float]:
     """Time (ms) of one training step's SK path, batched and reference, and their largest output difference."""
     device_ = torch.device(device)
-    config = MotorConfig.preset(preset).replace(knowledge="sk", dropout=0.0)
+    config = config.replace(knowledge="sk", dropout=0.0)
     torch.manual_seed(seed)
     model = build_model(config, tokenizer).to(device_).train()
     fill_queues(model, tokenizer, seed)
@@ -242,19 +301,23 @@ def measure_sk_path(
     queries = F.normalize(torch.randn(batch_size, config.embed_dim, generator=generator), dim=1).to(device_)
     index = torch.arange(batch_size, device=device_)
 
-    # One training step's SK work: retrieval, then E_sk and E_{sk→v} for the momentum encoders
-    # (no gradient) and for the online encoders (forward and backward), as MotorModel.forward runs it.
+    # One training step's SK work as MotorModel.forward runs it: retrieval, E_sk once (forward and
+    # backward), E_{sk→v} for the online path (forward and backward) and, on the same f_sk without
+    # gradient, for the momentum path.
     def batched() -> torch.Tensor:
         knowledge = model.retrieve_knowledge(queries, exclude_index=index)
+        sk_feats = encode_sk(model, knowledge)
         with torch.no_grad():
-            sk_stage(model.momentum, image_tokens, knowledge)
-        return sk_stage(model, image_tokens, knowledge)
+            sk_stage(model, image_tokens, knowledge, sk_feats)
+        return sk_stage(model, image_tokens, knowledge, sk_feats)
 
+    # The research code runs its (online) E_sk and E_{sk→v} twice: without gradient for the
+    # momentum path, then with gradient for the online path.
     def reference() -> torch.Tensor:
         knowledge = model.retrieve_knowledge(queries, exclude_index=index)
         inputs = reference_sk_inputs(model, tokenizer, knowledge.slots, padding)
         with torch.no_grad():
-            reference_sk_encode(model.momentum, image_tokens, inputs)
+            reference_sk_encode(model, image_tokens, inputs)
         return reference_sk_encode(model, image_tokens, inputs)
 
     with torch.no_grad():
@@ -276,14 +339,25 @@ def measure_sk_path(
 
 
 # ---------------------------------------------------------------------------- main
+def _override(text: str) -> tuple[str, object]:
+    """``--set name=value``: a MotorConfig field and its YAML-parsed value."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected name=value; got {text!r}")
+    return name, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="tiny", help="model preset (tiny, base)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    parser.add_argument("--preset", default="auto", help="model preset: tiny, base or auto (default: base on CUDA, tiny on CPU)")
     parser.add_argument("--variants", nargs="+", default=list(KNOWLEDGE_VARIANTS), choices=KNOWLEDGE_VARIANTS)
     parser.add_argument("--batch-size", type=int, default=8, help="training batch size")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    parser.add_argument("--sk-queue-size", type=int, default=None, help="n_Q, report queue entries (default: the preset's)")
+    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[], metavar="NAME=VALUE",
+                        help="override a MotorConfig field, e.g. --set momentum_knowledge=true (repeatable)")
     parser.add_argument("--sk-batch-size", type=int, default=None, help="SK-path batch size (default: --batch-size)")
     parser.add_argument("--sk-repeats", type=int, default=20, help="timed SK-path calls per approach (median)")
     parser.add_argument("--reference-padding", default="max_length", choices=("max_length", "longest"),
@@ -293,8 +367,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.preset == "auto":
+        args.preset = "base" if args.device.startswith("cuda") else "tiny"
+    overrides = list(args.overrides)
+    if args.sk_queue_size:
+        overrides.append(("sk_queue_size", args.sk_queue_size))
 
-    config = MotorConfig.preset(args.preset)
+    config = MotorConfig.preset(args.preset).replace(**dict(overrides))
     threads = torch.get_num_threads()
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# bench_step: preset {args.preset}, device {args.device} ({device_name}), torch {torch.__version__}, "
@@ -302,13 +383,15 @@ def main() -> None:
     print(f"# image {config.image_size} px, vision width {config.vision_width} x {config.vision_layers}, text width "
           f"{config.text_width} x {config.text_layers}, n_Q {config.sk_queue_size}, k {config.sk_top_k}, "
           f"ITC queue {config.queue_size}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}")
+    if args.overrides:
+        print("# overrides: " + ", ".join(f"{name}={value}" for name, value in args.overrides))
 
     with tempfile.TemporaryDirectory() as tmp:
         reports, sentences = synthetic_texts(2000, args.seed)
         tokenizer = train_tokenizer(reports + sentences, tmp, vocab_size=1000)
         settings = [
             Setting(args.preset, knowledge, args.device, args.batch_size, args.steps, args.warmup, args.seed,
-                    torch.get_num_threads(), tmp)
+                    torch.get_num_threads(), tmp, tuple(overrides))
             for knowledge in args.variants
         ]
         # One fresh process per variant: peak memory must not carry over from the previous one.
@@ -319,19 +402,24 @@ def main() -> None:
                 rows.append(pool.submit(measure_training, setting).result())
         memory = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB (before model)"
         print("\n## Training step (forward + backward + AdamW; median step)\n")
-        print(f"| knowledge | trainable params (M) | steps/s | samples/s | {memory} |")
-        print("|---|---:|---:|---:|---:|")
+        print(f"| knowledge | trainable params (M) | momentum params (M) | steps/s | samples/s | {memory} | "
+              "SK retrieval | SK encoding |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for row in rows:
             peak = f"{row['peak_mib']:.0f}"
             if "baseline_mib" in row:
                 peak += f" ({row['baseline_mib']:.0f})"
-            print(f"| {row['knowledge']} | {row['trainable_m']:.2f} | {row['steps_per_s']:.2f} | "
-                  f"{row['samples_per_s']:.1f} | {peak} |")
+            shares = " | ".join(f"{100 * row[key]:.1f} %" if key in row else "-"
+                                for key in ("retrieval_share", "sk_encoding_share"))
+            print(f"| {row['knowledge']} | {row['trainable_m']:.2f} | {row['momentum_m']:.2f} | "
+                  f"{row['steps_per_s']:.2f} | {row['samples_per_s']:.1f} | {peak} | {shares} |")
+        print("\nSK retrieval and SK encoding (E_sk forward + backward, timed apart on a step's retrieved "
+              "sentences): share of the median step.")
 
-        sk = measure_sk_path(args.preset, args.device, args.sk_batch_size or args.batch_size, args.sk_repeats,
+        sk = measure_sk_path(config, args.device, args.sk_batch_size or args.batch_size, args.sk_repeats,
                              args.seed, tokenizer, args.reference_padding)
     print(f"\n## SK path of one training step (retrieval from a full n_Q = {config.sk_queue_size} queue, "
-          f"k = {config.sk_top_k}; E_sk + E_sk->v momentum forward, online forward + backward; "
+          f"k = {config.sk_top_k}; E_sk + E_sk->v online forward + backward, momentum-path E_sk->v forward; "
           f"median of {args.sk_repeats})\n")
     print("| approach | ms per batch |")
     print("|---|---:|")

@@ -55,13 +55,24 @@ def knn(queries: Array, keys: Array, k: int) -> tuple[Array, Array]:
     """
     _check_knn_shapes(tuple(queries.shape), tuple(keys.shape), k)
     if isinstance(queries, np.ndarray) and isinstance(keys, np.ndarray):
-        return faiss.knn(
-            np.ascontiguousarray(queries, dtype=np.float32),
-            np.ascontiguousarray(keys, dtype=np.float32),
-            k,
-            metric=faiss.METRIC_INNER_PRODUCT,
-        )
+        return _faiss_knn(np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(keys, dtype=np.float32), k)
     return _knn_torch(queries, keys, k)
+
+
+def _faiss_knn(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``faiss.knn`` (exact inner product) that takes FAISS's BLAS path for any number of queries.
+
+    FAISS scans batches of fewer than ``distance_compute_blas_threshold`` (20) queries one by one
+    without BLAS; for a training batch (8 queries) against a 65,536-entry queue that is about 3x
+    slower than its BLAS path on one thread (``benchmarks/RESULTS.md``, "Pretraining step"). The
+    threshold is a process-wide setting, so it is restored afterwards.
+    """
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        return faiss.knn(queries, keys, k, metric=faiss.METRIC_INNER_PRODUCT)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
 
 
 def _check_knn_shapes(query_shape: tuple[int, ...], key_shape: tuple[int, ...], k: int) -> None:
@@ -109,7 +120,7 @@ def _knn_torch(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch
             # queue every step would cost more than the search, so the GPU does it with matmul.
             scores, indices = torch.topk(queries @ keys.T, k, dim=1)
             return scores, indices
-        scores, indices = faiss.knn(queries.numpy(), keys.numpy(), k, metric=faiss.METRIC_INNER_PRODUCT)
+        scores, indices = _faiss_knn(queries.numpy(), keys.numpy(), k)
         return torch.from_numpy(scores), torch.from_numpy(indices)
 
 

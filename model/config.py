@@ -72,6 +72,10 @@ class MotorConfig:
     Contrastive learning (BLIP):
         embed_dim: ITC embedding size. queue_size: ITC feature queue length.
         momentum: EMA factor of the momentum encoders. alpha: distillation weight.
+        momentum_knowledge: give E_gk, E_sk and E_{sk→v} momentum copies of their own (``True``),
+            or let the momentum path reuse the online f_gk and f_sk and run the online E_{sk→v}
+            without gradient (``False``, the default: what the MOTOR reference code does). E_v,
+            E_{gk→v}, E_t and the projections always have momentum copies.
         temperature: initial ITC temperature (learned, clamped to [0.001, 0.5]).
 
     Loss weights (Eq. 15): ``loss = itc_weight·L_itc + itm_weight·L_itm + lm_weight·L_lm +
@@ -119,6 +123,7 @@ class MotorConfig:
     embed_dim: int = 256
     queue_size: int = 57600
     momentum: float = 0.995
+    momentum_knowledge: bool = False
     alpha: float = 0.4
     temperature: float = 0.07
     # loss weights (Eq. 15)
@@ -165,6 +170,8 @@ class MotorConfig:
                 raise InputError(f"needs 1 or in_chans ({self.in_chans}) values; got {len(values)}", field=name)
         if any(v <= 0 for v in self.image_std):
             raise InputError("standard deviations must be positive", field="image_std")
+        if not isinstance(self.momentum_knowledge, bool):
+            raise InputError(f"must be true or false; got {self.momentum_knowledge!r}", field="momentum_knowledge")
         for name in ("momentum", "alpha", "dropout", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"must lie in [0, 1]; got {getattr(self, name)!r}", field=name)

@@ -220,16 +220,22 @@ def retrieve_knowledge(
     from kg.retrieval import knn
 
     batch, device = queries.shape[0], queries.device
-    candidates = queue.entries("has_sk").nonzero().squeeze(1)
+    has_sk = queue.entries("has_sk")
+    # When every filled slot has an SK sentence (the usual case) the search reads the queue in
+    # place: gathering the candidates would copy the whole (n_Q, D) feature table every step.
+    everyone = bool(has_sk.all())
+    candidates = torch.arange(has_sk.shape[0], device=has_sk.device) if everyone else has_sk.nonzero().squeeze(1)
     chosen = torch.full((batch, k), -1, dtype=torch.long, device=device)
     if candidates.numel() > 0:
         own = None
         extra = 0
         if exclude_index is not None:
-            own = queue.entries("index")[candidates].unsqueeze(0) == exclude_index.unsqueeze(1)
+            indices = queue.entries("index") if everyone else queue.entries("index")[candidates]
+            own = indices.unsqueeze(0) == exclude_index.unsqueeze(1)
             extra = int(own.sum(1).max())
         depth = min(k + extra, candidates.numel())
-        _, neighbours = knn(queries.detach().float(), queue.entries("feature")[candidates], depth)
+        features = queue.entries("feature") if everyone else queue.entries("feature")[candidates]
+        _, neighbours = knn(queries.detach().float(), features, depth)
         neighbours = neighbours.to(device)
         usable = torch.ones_like(neighbours, dtype=torch.bool) if own is None else ~own.gather(1, neighbours)
         # A stable sort moves excluded hits behind the usable ones and keeps the rank order.

@@ -11,7 +11,11 @@ One training step, top to bottom as :meth:`MotorModel.forward` runs it:
    reports from Q by inner product (``kg.retrieval.knn``); E_sk encodes the retrieved SK sentences
    from their queued token ids in one batched pass, each distinct report once → f_sk (Eq. 3–4),
    and E_{sk→v} lets the image attend to the k encodings laid end to end → f_v^sk (Eq. 6).
-5. The knowledge-enhanced image tokens (f_v, f_v^gk, f_v^sk or f_v^{gk→sk}) feed ITC (Eq. 10–11),
+5. The momentum encoders give the image's ITC targets f_v'. As in the MOTOR reference code they
+   reuse the online f_gk and f_sk and the online E_{sk→v} without gradient (only E_v, E_{gk→v},
+   E_t and the projections have momentum copies); ``momentum_knowledge`` gives every knowledge
+   module a momentum copy instead.
+6. The knowledge-enhanced image tokens (f_v, f_v^gk, f_v^sk or f_v^{gk→sk}) feed ITC (Eq. 10–11),
    ITM (Eq. 12–13) and LM (Eq. 14); with ``full``, f_v^gk is also scored against the 14 label
    prompts encoded by E_t (MLC, Eq. 7–9).
 
@@ -72,6 +76,9 @@ MOMENTUM_MODULES = (
     "image_encoder", "gk_encoder", "gk_image_encoder", "sk_encoder", "sk_image_encoder", "vision_proj",
     "text_encoder", "text_proj",
 )
+#: Knowledge modules whose momentum copy exists only with ``config.momentum_knowledge``; without it
+#: the momentum path reuses the online f_gk and f_sk and the online E_{sk→v} (no gradient).
+SHARED_KNOWLEDGE_MODULES = ("gk_encoder", "sk_encoder", "sk_image_encoder")
 
 
 @dataclass
@@ -161,8 +168,9 @@ class MotorModel(nn.Module):
 
     def reset_momentum(self) -> None:
         """Make the momentum encoders exact, frozen copies of the online ones."""
+        shared = () if self.config.momentum_knowledge else SHARED_KNOWLEDGE_MODULES
         for name in MOMENTUM_MODULES:
-            if hasattr(self, name):
+            if hasattr(self, name) and name not in shared:
                 self.momentum[name] = copy.deepcopy(getattr(self, name)).requires_grad_(False)
 
     @torch.no_grad()
@@ -218,7 +226,8 @@ class MotorModel(nn.Module):
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
 
-        gk_tokens = gk_stage(self, images)
+        nodes = self.gk_encoder() if cfg.uses_gk else None  # f_gk, Eq. 1–2
+        gk_tokens = gk_stage(self, images, nodes)
         gk_feats = project_image(self, gk_tokens)
         text_feats = project_text(self, input_ids, attention_mask)
 
@@ -229,11 +238,12 @@ class MotorModel(nn.Module):
             if cfg.uses_sk:
                 self._enqueue_reports(text_feats_m, batch)
                 knowledge = self.retrieve_knowledge(gk_feats, exclude_index=index)
-            image_tokens_m = sk_stage(self.momentum, gk_stage(self.momentum, images), knowledge)
-            image_feats_m = project_image(self.momentum, image_tokens_m)
-
-        image_tokens = sk_stage(self, gk_tokens, knowledge)
+        sk_feats = encode_sk(self, knowledge)  # f_sk, Eq. 3–4
+        image_tokens = sk_stage(self, gk_tokens, knowledge, sk_feats)
         image_feats = project_image(self, image_tokens) if cfg.uses_sk else gk_feats
+
+        with torch.no_grad():
+            image_feats_m = project_image(self.momentum, self._momentum_image_tokens(images, nodes, knowledge, sk_feats))
 
         losses = {}
         losses["itc"], sim_i2t, sim_t2i = self.itc_loss(
@@ -250,6 +260,25 @@ class MotorModel(nn.Module):
         weights = {"itc": cfg.itc_weight, "itm": cfg.itm_weight, "lm": cfg.lm_weight, "mlc": cfg.mlc_weight}
         total = sum(weights[name] * value for name, value in losses.items())  # Eq. 15
         return MotorOutput(loss=total, losses=losses)
+
+    def _momentum_image_tokens(
+        self,
+        images: torch.Tensor,
+        nodes: torch.Tensor | None,
+        knowledge: RetrievedKnowledge | None,
+        sk_feats: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """The momentum encoders' knowledge-enhanced image tokens (B, 1 + P, vision_width); call without gradient.
+
+        With ``momentum_knowledge`` every knowledge module has its own momentum copy. Without it
+        (the reference code's choice) the online f_gk (``nodes``) and f_sk (``sk_feats``) are
+        reused and the online E_{sk→v} attends from the momentum image tokens: E_gk and E_sk run
+        once per step instead of twice, and three modules need no EMA copy.
+        """
+        if self.config.momentum_knowledge:
+            return sk_stage(self.momentum, gk_stage(self.momentum, images), knowledge)
+        tokens = gk_stage(self.momentum, images, nodes)
+        return sk_stage(self, tokens, knowledge, sk_feats)
 
     def _matching_loss(self, image_tokens, input_ids, attention_mask, sim_i2t, sim_t2i, index) -> torch.Tensor:
         batch = input_ids.shape[0]
@@ -361,20 +390,40 @@ class MotorModel(nn.Module):
 # ---------------------------------------------------------------------------- the image path
 # Functions of "towers" (the model itself, its momentum copies, or a task head's ModuleDict) so the
 # online encoders, the momentum encoders and the downstream heads run the same composition.
-def gk_stage(towers: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """f_v (B, 1 + P, vision_width), or f_v^gk when ``towers`` has the GK path."""
+def gk_stage(towers: nn.Module, images: torch.Tensor, nodes: torch.Tensor | None = None) -> torch.Tensor:
+    """f_v (B, 1 + P, vision_width), or f_v^gk when ``towers`` has the GK path.
+
+    ``nodes``: f_gk (N, text_width) already computed (the momentum path reuses the online one);
+    by default ``towers.gk_encoder`` computes it.
+    """
     tokens = towers.image_encoder(images)
-    if hasattr(towers, "gk_encoder"):
-        nodes = towers.gk_encoder()  # f_gk, Eq. 1–2
+    if hasattr(towers, "gk_image_encoder"):
+        if nodes is None:
+            nodes = towers.gk_encoder()  # f_gk, Eq. 1–2
         tokens = towers.gk_image_encoder(tokens, nodes.unsqueeze(0).expand(tokens.shape[0], -1, -1))  # Eq. 5
     return tokens
 
 
-def sk_stage(towers: nn.Module, tokens: torch.Tensor, knowledge: RetrievedKnowledge | None) -> torch.Tensor:
-    """f_v^sk (or f_v^{gk→sk}) from image tokens and retrieved SK sentences; identity without knowledge."""
+def encode_sk(towers: nn.Module, knowledge: RetrievedKnowledge | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """f_sk (B, k·L, text_width) and its padding mask (B, k·L) for the retrieved SK sentences (Eq. 3–4)."""
+    if knowledge is None:
+        return None
+    return towers.sk_encoder(knowledge.ids, knowledge.mask, knowledge.slots)
+
+
+def sk_stage(
+    towers: nn.Module,
+    tokens: torch.Tensor,
+    knowledge: RetrievedKnowledge | None,
+    sk_feats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """f_v^sk (or f_v^{gk→sk}) from image tokens and retrieved SK sentences; identity without knowledge.
+
+    ``sk_feats``: :func:`encode_sk`'s result when already computed; by default ``towers`` encodes.
+    """
     if knowledge is None:
         return tokens
-    sk_tokens, padding = towers.sk_encoder(knowledge.ids, knowledge.mask, knowledge.slots)  # f_sk, Eq. 3–4
+    sk_tokens, padding = sk_feats if sk_feats is not None else encode_sk(towers, knowledge)
     return towers.sk_image_encoder(tokens, sk_tokens.to(tokens.dtype), padding)  # Eq. 6
 
 

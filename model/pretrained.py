@@ -61,7 +61,11 @@ def read_config(directory: str | os.PathLike) -> MotorConfig:
         raise InputError(f"not a MOTOR model config (expected format {FORMAT!r})", file=path, field="format")
     if document.get("format_version") != FORMAT_VERSION:
         raise InputError(f"unsupported format_version {document.get('format_version')!r}", file=path, field="format_version")
-    return MotorConfig.from_dict(document.get("motor_config"), source=path)
+    stored = document.get("motor_config")
+    if isinstance(stored, dict) and "momentum_knowledge" not in stored:
+        # Saved before the field existed, when every knowledge module had a momentum copy.
+        stored = {**stored, "momentum_knowledge": True}
+    return MotorConfig.from_dict(stored, source=path)
 
 
 def saved_config(directory: str | os.PathLike) -> MotorConfig:

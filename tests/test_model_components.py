@@ -251,6 +251,57 @@ def test_label_prompts_are_tokenised_once_at_init(tokenizer):
     assert model.label_input_ids[0, : len(first)].tolist() == first
 
 
+# ---------------------------------------------------------------------------- momentum path
+def test_momentum_copies_exist_for_the_blip_towers_and_e_gk_v_and_for_every_knowledge_module_on_request(tokenizer):
+    shared = build_model(tiny_config("full"), tokenizer)
+    assert set(shared.momentum) == {"image_encoder", "gk_image_encoder", "vision_proj", "text_encoder", "text_proj"}
+    copies = build_model(tiny_config("full", momentum_knowledge=True), tokenizer)
+    assert set(copies.momentum) == set(shared.momentum) | {"gk_encoder", "sk_encoder", "sk_image_encoder"}
+
+
+@pytest.mark.parametrize("knowledge", ["gk+sk", "full"])
+def test_reusing_online_knowledge_equals_momentum_copies_that_match_the_online_modules(tokenizer, knowledge):
+    # With momentum 0 every EMA copy equals its online module after each update, so the momentum
+    # path that reuses the online f_gk, f_sk and E_{sk→v} must give the targets the copies give.
+    # alpha > 0 and a long ITC queue make ITC depend on the momentum image features.
+    batches = [make_batch(tokenizer, tiny_config(knowledge), seed=s, first_index=BATCH * s) for s in range(3)]
+    runs = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = build_model(tiny_config(knowledge, momentum=0.0, momentum_knowledge=flag), tokenizer)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        torch.manual_seed(1)
+        runs[flag] = []
+        for batch in batches:
+            output = model(batch, alpha=0.4)
+            optimiser.zero_grad()
+            output.loss.backward()
+            optimiser.step()
+            runs[flag].append(output.losses)
+        runs[flag].append(model.itc_queue.entries("image"))
+    for shared, copied in zip(runs[False][:-1], runs[True][:-1]):
+        for name in shared:
+            torch.testing.assert_close(shared[name], copied[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(runs[False][-1], runs[True][-1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_saved_before_momentum_knowledge_existed_loads_with_its_momentum_copies(tmp_path, tokenizer):
+    import json
+
+    from model import MotorModel
+
+    model = build_model(tiny_config("gk+sk", momentum_knowledge=True), tokenizer)
+    model.save_pretrained(tmp_path / "saved")
+    config_file = tmp_path / "saved" / "config.json"
+    document = json.loads(config_file.read_text())
+    del document["motor_config"]["momentum_knowledge"]
+    config_file.write_text(json.dumps(document))
+    loaded = MotorModel.from_pretrained(tmp_path / "saved")
+    assert loaded.config.momentum_knowledge
+    assert torch.equal(loaded.momentum.sk_encoder.encoder.embeddings.word_embeddings.weight,
+                       model.momentum.sk_encoder.encoder.embeddings.word_embeddings.weight)
+
+
 # ---------------------------------------------------------------------------- text stacks
 def test_report_encoder_is_bidirectional_decoder_causal_and_grounded_encoder_sees_the_image(tokenizer):
     model = build_model(tiny_config("none"), tokenizer).eval()
