@@ -2,9 +2,10 @@
 
 Stages, run per batch of report texts:
 
-1. medspaCy's clinical tokenizer on a blank English pipeline (no model is loaded, nothing is
-   downloaded) and spaCy's rule-based sentencizer, with ``;`` and blank lines as extra sentence
-   ends so a negation never reaches across them;
+1. RadGraph-XL's tokenisation (:mod:`kg.report_tokens`) on a blank English pipeline (no model is
+   loaded, nothing is downloaded) and spaCy's rule-based sentencizer, with ``;`` and blank lines
+   as extra sentence ends so a negation never reaches across them (and a decimal point, which the
+   tokenisation makes a token of its own, as none);
 2. an entity source that sets ``doc.ents`` with labels ``OBS`` / ``ANAT`` / ``MOD``: medspaCy's
    TargetMatcher over the lexicon (``rules``), or a NER model (:mod:`kg.extract_ner`);
 3. medspaCy's ConText with the lexicon's radiology cues, on ``OBS`` spans.
@@ -13,12 +14,10 @@ This module imports spaCy at the top; :mod:`kg.extract` imports it only when a p
 """
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import medspacy
 from medspacy.context import ConText, ConTextRule
 from medspacy.ner import TargetMatcher, TargetRule
 from spacy.lang.en import English
@@ -27,8 +26,8 @@ from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
 
 from kg.lexicon import ANAT, OBS, Lexicon, Term
+from kg.report_tokens import PARAGRAPH_STARTS, RadGraphTokenizer
 
-_BLANK_LINES = re.compile(r"\n[ \t]*\n")
 # medspaCy's matchers hold a token Matcher even when every cue is a phrase; spaCy then warns on
 # each call that it has no patterns.
 warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
@@ -67,9 +66,10 @@ class ReportNLP:
         self, lexicon: Lexicon, make_entity_source: Callable[["ReportNLP"], EntitySource] | None = None
     ) -> None:
         self.lexicon = lexicon
-        # Tokenizer only: the default medspaCy pipeline's PyRuSH sentencizer is replaced by spaCy's
-        # rule-based one, which is several times faster and needs no rule file.
-        self.nlp = medspacy.load(English(), medspacy_enable=["medspacy_tokenizer"])
+        # Tokenizer only: the records must index RadGraph-XL's tokens, and spaCy's rule-based
+        # sentencizer is several times faster than medspaCy's PyRuSH and needs no rule file.
+        self.nlp = English()
+        self.nlp.tokenizer = RadGraphTokenizer(self.nlp.vocab)
         self.sentencizer = Sentencizer(punct_chars=sorted(set(Sentencizer.default_punct_chars) | {";"}))
         self.context = _context(self.nlp, lexicon)
         # Lexicon terms keyed by their tokens as the tokenizer splits them ("left - sided").
@@ -89,7 +89,7 @@ class ReportNLP:
         """Process texts in batches; yields docs with sentences, ``doc.ents`` and ConText attributes."""
         for doc in self.nlp.pipe(texts, batch_size=batch_size):
             self.sentencizer(doc)
-            _mark_paragraph_breaks(doc)
+            _fix_sentence_starts(doc)
             self.entity_source(doc)
             self.context(doc)
             yield doc
@@ -198,9 +198,14 @@ def _with_concepts(part: Term, whole: Term) -> Term:
     return Term(part.text, OBS, whole.concepts, whole.uncertain)
 
 
-def _mark_paragraph_breaks(doc: Doc) -> None:
-    """Start a sentence after a blank line: report sections and list items are separated so."""
-    for token in doc[:-1]:
-        if token.is_space and _BLANK_LINES.search(token.text_with_ws):
-            doc[token.i + 1].is_sent_start = True
+def _fix_sentence_starts(doc: Doc) -> None:
+    """Start a sentence after a blank line (report sections, list items); never after a decimal point.
 
+    The tokenisation makes the point of "2.5 cm" a token of its own, which the sentencizer would
+    otherwise read as a full stop.
+    """
+    for start in doc.user_data.get(PARAGRAPH_STARTS, ()):
+        doc[start].is_sent_start = True
+    for token in doc[1:-1]:
+        if token.text == "." and token.nbor(-1).is_digit and token.nbor(1).is_digit:
+            token.nbor(1).is_sent_start = False
