@@ -30,21 +30,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kg.lexicon import ANAT, LOCATION, MOD, OBS, Lexicon, Term
+from kg.lexicon import ANAT, LOCATION, MOD, OBS, STANDALONE_MODIFIERS, Lexicon, Term
 from kg.records import Entity
 
 if TYPE_CHECKING:
     from spacy.tokens import Doc
 
-    from kg.extract_pipeline import ReportNLP
+    from kg.extract_pipeline import ReportNLP, SplitPhrase
 
 PRESENT, ABSENT, UNCERTAIN = 1, 0, -1
 _OBS_LABELS = {PRESENT: "OBS-DP", ABSENT: "OBS-DA", UNCERTAIN: "OBS-U"}
 #: label columns computed from all other columns, never set by a mention
 COMPUTED_COLUMNS = frozenset({"No Finding", "gk:normal"})
 _COORDINATION = frozenset({"and", "or", ",", "/", "and/or"})
+# Words inside a lexicon anatomy phrase that RadGraph leaves out of its entities.
+_PHRASE_GLUE = frozenset({"and", "or", "of", "the", ",", "/"})
+# Words between an imaging word and the anatomy it names: "PA and lateral chest", "view of the chest".
+_STUDY_GLUE = frozenset({"and", "of", "the", "a", "single", "-"})
 _MAX_MODIFIER_GAP = 2
 _MAX_LEFT_GAP = 3
+# Words at most between an observation and the anatomy a locative preposition ties to it
+# ("opacity in the right lower lobe": 4).
+_MAX_LOCATIVE_GAP = 5
 # English prepositions that put an anatomy phrase after the observation it locates:
 # "opacity in the right lower lobe may represent pneumonia" locates the opacity, not the pneumonia.
 _LOCATIVE = frozenset(
@@ -105,11 +112,12 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
         for token in sent:
             sentence_of[token.i] = s
 
-    items = _items(doc, nlp, word_of, sentence_of)
+    items = _split_anatomy(_items(doc, nlp, word_of, sentence_of), words, nlp.lexicon)
     by_sentence: dict[int, list[_Item]] = {}
     for item in items:
         by_sentence.setdefault(item.sentence, []).append(item)
     for sentence_items in by_sentence.values():
+        _chain_anatomy(sentence_items, words, nlp.lexicon)
         _attach_modifiers(sentence_items)
         _attach_anatomy(sentence_items, words)
     _attach_suggestive(doc, nlp, words, word_of, sentence_of, by_sentence)
@@ -146,16 +154,33 @@ def _items(doc: "Doc", nlp: "ReportNLP", word_of: dict[int, int], sentence_of: d
         if split is None:
             items.append(_Item(span.label_, start, end, sentence, term, certainty))
             continue
-        if split.anatomy_first:
-            anatomy = _Item(ANAT, start, start + split.anatomy_tokens - 1, sentence, split.anatomy)
-            observation = _Item(OBS, start + split.anatomy_tokens, end, sentence, split.observation, certainty)
-        else:
-            observation = _Item(OBS, start, end - split.anatomy_tokens, sentence, split.observation, certainty)
-            anatomy = _Item(ANAT, end - split.anatomy_tokens + 1, end, sentence, split.anatomy)
-        _locate(observation, anatomy)
-        anatomy.target = observation
-        items.extend([anatomy, observation] if split.anatomy_first else [observation, anatomy])
+        items.extend(_split_items(split, start, sentence, certainty, nlp.lexicon))
     return items
+
+
+def _split_items(split: "SplitPhrase", start: int, sentence: int, certainty: int, lexicon: Lexicon) -> list[_Item]:
+    """The items of a split phrase, related as RadGraph relates them.
+
+    The observation is located at the phrase's head anatomy; other anatomy and location words
+    modify that head; other modifiers modify the observation.
+    """
+    pieces: list[_Item] = []
+    for size, term in split.pieces:
+        pieces.append(_Item(term.kind, start, start + size - 1, sentence, term, certainty if term.kind == OBS else PRESENT))
+        start += size
+    observation = next(p for p in pieces if p.kind == OBS)
+    anatomy = [p for p in pieces if p.kind == ANAT or p.is_location]
+    head = anatomy[_head([p.term if p.kind == ANAT else None for p in anatomy], lexicon)] if anatomy else None
+    for piece in pieces:
+        if piece is observation:
+            continue
+        target = head if (piece.kind == ANAT or piece.is_location) and piece is not head else observation
+        if piece is head:
+            _locate(observation, piece)
+        else:
+            piece.links.append(("modify", target))
+        piece.target = target
+    return pieces
 
 
 def _locate(observation: _Item, anatomy: _Item) -> None:
@@ -198,9 +223,118 @@ def _neighbour(items: list[_Item], index: int, step: int, wanted: set[str], skip
     return None
 
 
+def _split_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> list[_Item]:
+    """One item per anatomy word, as RadGraph annotates anatomy ("lower lobe" → "lower", "lobe").
+
+    Words joined by a hyphen stay one item ("left - sided"); conjunctions and articles inside a
+    phrase are no item. The phrase's head word (see :func:`_head`) keeps the phrase's organ and
+    group, so compositions ("lung volumes are low") still see them, and takes over the phrase's
+    place in a split phrase's ``located_at``.
+    """
+    result: list[_Item] = []
+    replaced: dict[int, _Item] = {}
+    for item in items:
+        units = _word_units(words, item.start, item.end) if item.kind == ANAT else []
+        if len(units) < 2 or item.term is None:
+            result.append(item)
+            continue
+        terms: list[Term | None] = []
+        for start, end in units:
+            text = " ".join(words[start : end + 1]).lower()
+            term = lexicon.terms.get(text)
+            if term is None or not (term.kind == ANAT or (term.kind == MOD and term.modifier == LOCATION)):
+                term = Term(text, ANAT)
+            terms.append(term)
+        head = _head(terms, lexicon)
+        head_text = terms[head].text  # type: ignore[union-attr]
+        terms[head] = Term(head_text, ANAT, organ=item.term.organ, group=item.term.group)
+        pieces = [
+            _Item(term.kind, start, end, item.sentence, term)  # type: ignore[union-attr]
+            for term, (start, end) in zip(terms, units)
+        ]
+        pieces[head].target = item.target
+        pieces[head].links = item.links
+        replaced[id(item)] = pieces[head]
+        result.extend(pieces)
+    if replaced:
+        for item in result:
+            item.links = [(rel, replaced.get(id(other), other)) for rel, other in item.links]
+            item.locations = [replaced.get(id(other), other) for other in item.locations]
+            if item.target is not None:
+                item.target = replaced.get(id(item.target), item.target)
+    return result
+
+
+def _word_units(words: list[str], start: int, end: int) -> list[tuple[int, int]]:
+    """Inclusive word ranges of the words of ``words[start:end+1]``, hyphenated words kept whole."""
+    units: list[tuple[int, int]] = []
+    joined = False
+    for index in range(start, end + 1):
+        word = words[index].lower()
+        if word == "-" and units and index < end:
+            joined = True
+            continue
+        if word in _PHRASE_GLUE:
+            joined = False
+            continue
+        if joined:
+            units[-1] = (units[-1][0], index)
+        else:
+            units.append((index, index))
+        joined = False
+    return units
+
+
+def _head(terms: list[Term | None], lexicon: Lexicon) -> int:
+    """Index of the head of a run of anatomy words: the last anatomy (not location) word that does
+    not name a part of another ("*lung* bases"), else the last anatomy word, else the last word."""
+    anatomy = [i for i, t in enumerate(terms) if t is not None and t.kind == ANAT]
+    for index in reversed(anatomy):
+        if terms[index].text not in lexicon.anatomy_parts:  # type: ignore[union-attr]
+            return index
+    return anatomy[-1] if anatomy else len(terms) - 1
+
+
+def _chain_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> None:
+    """Adjacent anatomy words modify the chain's head: "right lower lobe", "lung bases", "heart size".
+
+    Location words before the head and part words after it ("bases", "size", "silhouette") both
+    ``modify`` the head, which alone is then located by :func:`_attach_anatomy`. A chain naming
+    the imaging study ("PA and lateral chest") is dropped.
+    """
+    chain: list[_Item] = []
+    for item in [*items, None]:
+        anatomical = item is not None and (item.kind == ANAT or item.is_location)
+        if anatomical and chain and item.start == chain[-1].end + 1:
+            chain.append(item)
+            continue
+        if chain and _names_a_study(chain, words, lexicon):
+            for member in chain:
+                if member.target is None:
+                    member.keep = False
+                    member.target = member  # resolved: no other rule may relate it
+        elif len(chain) > 1:
+            head = chain[_head([c.term if c.kind == ANAT else None for c in chain], lexicon)]
+            for member in chain:
+                if member is not head and member.target is None:
+                    member.links.append(("modify", head))
+                    member.target = head
+        chain = [item] if anatomical else []
+
+
+def _names_a_study(chain: list[_Item], words: list[str], lexicon: Lexicon) -> bool:
+    """Whether the nearest word before or after ``chain`` (past "and", "of", "the") is an imaging word."""
+    for index, step in ((chain[0].start - 1, -1), (chain[-1].end + 1, 1)):
+        while 0 <= index < len(words) and words[index].lower() in _STUDY_GLUE:
+            index += step
+        if 0 <= index < len(words) and words[index].lower() in lexicon.imaging_words:
+            return True
+    return False
+
+
 def _attach_modifiers(items: list[_Item]) -> None:
     for index, item in enumerate(items):
-        if item.kind != MOD:
+        if item.kind != MOD or item.target is not None:
             continue
         if item.is_location:
             wanted, skip = {ANAT, OBS}, {MOD}
@@ -210,7 +344,15 @@ def _attach_modifiers(items: list[_Item]) -> None:
             items, index, -1, wanted, skip, _MAX_LEFT_GAP
         )
         if target is None:
-            item.keep = False
+            # RadGraph keeps a modifier with nothing to modify as an entity of its own: a location
+            # is anatomy ("worse on the right"), a change word an observation located at the
+            # anatomy it describes ("the contours are unchanged").
+            if item.is_location:
+                item.kind = ANAT
+            elif item.term is not None and item.term.modifier in STANDALONE_MODIFIERS:
+                item.kind = OBS
+            else:
+                item.keep = False
             continue
         item.target = target
         if item.is_location and target.kind == OBS:
@@ -232,7 +374,7 @@ def _attach_anatomy(items: list[_Item], words: list[str]) -> None:
             observations,
             key=lambda o: (_gap(o, item) if o.end < item.start else _gap(item, o), o.start > item.start),
         )
-        if before and after and nearest is after[0]:
+        if before and after and nearest is after[0] and _gap(before[-1], item) <= _MAX_LOCATIVE_GAP:
             between = {w.lower() for w in words[before[-1].end + 1 : item.start]}
             if between & _LOCATIVE and not between & {",", ";"}:
                 nearest = before[-1]

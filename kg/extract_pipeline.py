@@ -39,16 +39,15 @@ EntitySource = Callable[[Doc], None]
 
 @dataclass(frozen=True)
 class SplitPhrase:
-    """How a lexicon phrase that joins an anatomy and an observation is cut into two entities.
+    """How a lexicon observation phrase made of several lexicon terms is cut into entities.
 
-    ``pleural effusion`` → anatomy ``pleural`` (1 token, first) + observation ``effusion``; the
-    observation keeps the whole phrase's concepts. ``anatomy_first`` tells which end is anatomy.
+    RadGraph annotates ``pleural effusion`` as anatomy ``pleural`` + observation ``effusion``, and
+    ``acute cardiopulmonary process`` as modifier + anatomy + observation. ``pieces`` are
+    ``(words, term)`` in phrase order; exactly one is an observation, and it keeps the whole
+    phrase's concepts.
     """
 
-    anatomy: Term
-    observation: Term
-    anatomy_tokens: int
-    anatomy_first: bool
+    pieces: tuple[tuple[int, Term], ...]
 
 
 class ReportNLP:
@@ -142,22 +141,35 @@ class ReportNLP:
         return set_entities
 
     def _split_phrases(self) -> dict[str, SplitPhrase]:
-        """Observation phrases that start or end with an anatomy term and whose rest is an observation."""
-        terms = self.token_terms
+        """Observation phrases that are a sequence of lexicon terms with exactly one observation."""
         splits: dict[str, SplitPhrase] = {}
-        for key, term in terms.items():
-            if term.kind != OBS:
+        for key, term in self.token_terms.items():
+            if term.kind != OBS or " " not in key:
                 continue
-            words = key.split()
-            for cut in range(1, len(words)):
-                head, tail = " ".join(words[:cut]), " ".join(words[cut:])
-                if _is(terms, head, ANAT) and _is(terms, tail, OBS):
-                    splits[term.text] = SplitPhrase(terms[head], _with_concepts(terms[tail], term), cut, True)
-                    break
-                if _is(terms, head, OBS) and _is(terms, tail, ANAT):
-                    splits[term.text] = SplitPhrase(terms[tail], _with_concepts(terms[head], term), len(words) - cut, False)
-                    break
+            pieces = _segment(self.token_terms, key.split())
+            if pieces is not None and len(pieces) > 1 and [t.kind for _, t in pieces].count(OBS) == 1:
+                splits[term.text] = SplitPhrase(
+                    tuple((size, _with_concepts(t, term) if t.kind == OBS else t) for size, t in pieces)
+                )
         return splits
+
+
+def _segment(terms: dict[str, Term], words: list[str]) -> list[tuple[int, Term]] | None:
+    """The most lexicon terms that make up ``words`` exactly (not the whole as one), or ``None``.
+
+    The finest cut is RadGraph's: "pulmonary vascular congestion" is three entities.
+    """
+    best: list[list[tuple[int, Term]] | None] = [None] * (len(words) + 1)
+    best[0] = []
+    for end in range(1, len(words) + 1):
+        for start in range(end):
+            previous = best[start]
+            term = terms.get(" ".join(words[start:end]))
+            if previous is None or term is None or end - start == len(words):
+                continue
+            if best[end] is None or len(previous) + 1 > len(best[end]):  # type: ignore[arg-type]
+                best[end] = [*previous, (end - start, term)]
+    return best[len(words)]
 
 
 def _context(nlp: English, lexicon: Lexicon) -> ConText:
@@ -184,10 +196,6 @@ def _context(nlp: English, lexicon: Lexicon) -> ConText:
     )
     context.add([ConTextRule(cue.text, cue.category, direction=cue.direction) for cue in lexicon.context_cues])
     return context
-
-
-def _is(terms: dict[str, Term], text: str, kind: str) -> bool:
-    return text in terms and terms[text].kind == kind
 
 
 def _with_concepts(part: Term, whole: Term) -> Term:
