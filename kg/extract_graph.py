@@ -243,8 +243,11 @@ def _split_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> li
             text = " ".join(words[start : end + 1]).lower()
             term = lexicon.terms.get(text)
             if term is None or not (term.kind == ANAT or (term.kind == MOD and term.modifier == LOCATION)):
-                term = Term(text, ANAT)
+                term = Term(text, ANAT) if text in lexicon.anatomy_parts else None
             terms.append(term)
+        if None in terms:  # a word that is no anatomy of its own: "soft tissues", "vena cava"
+            result.append(item)
+            continue
         head = _head(terms, lexicon)
         head_text = terms[head].text  # type: ignore[union-attr]
         terms[head] = Term(head_text, ANAT, organ=item.term.organ, group=item.term.group)
