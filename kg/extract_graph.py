@@ -49,6 +49,9 @@ _PHRASE_GLUE = frozenset({"and", "or", "of", "the", ",", "/"})
 _STUDY_GLUE = frozenset({"and", "of", "the", "a", "single", "-"})
 _MAX_MODIFIER_GAP = 2
 _MAX_LEFT_GAP = 3
+# A modifier after a copula describes the clause's subject up to this many words back.
+_MAX_PREDICATE_GAP = 8
+_COPULAS = frozenset({"is", "are", "was", "were", "remains", "remain", "appears", "appear", "has", "have", "been"})
 # Words at most between an observation and the anatomy a locative preposition ties to it
 # ("opacity in the right lower lobe": 4).
 _MAX_LOCATIVE_GAP = 5
@@ -118,7 +121,7 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
         by_sentence.setdefault(item.sentence, []).append(item)
     for sentence_items in by_sentence.values():
         _chain_anatomy(sentence_items, words, nlp.lexicon)
-        _attach_modifiers(sentence_items)
+        _attach_modifiers(sentence_items, words)
         _attach_anatomy(sentence_items, words)
     _attach_suggestive(doc, nlp, words, word_of, sentence_of, by_sentence)
 
@@ -302,27 +305,67 @@ def _chain_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> No
     """Adjacent anatomy words modify the chain's head: "right lower lobe", "lung bases", "heart size".
 
     Location words before the head and part words after it ("bases", "size", "silhouette") both
-    ``modify`` the head, which alone is then located by :func:`_attach_anatomy`. A chain naming
-    the imaging study ("PA and lateral chest") is dropped.
+    ``modify`` the head, which alone is then located by :func:`_attach_anatomy`. Runs joined by
+    "and" / commas share a trailing part word ("cardiac and mediastinal *contours*") and a run of
+    locations alone modifies the last run's head ("right and left lungs"). A chain naming the
+    imaging study ("PA and lateral chest") is dropped.
     """
-    chain: list[_Item] = []
+    chain: list[list[_Item]] = []
     for item in [*items, None]:
         anatomical = item is not None and (item.kind == ANAT or item.is_location)
-        if anatomical and chain and item.start == chain[-1].end + 1:
-            chain.append(item)
-            continue
-        if chain and _names_a_study(chain, words, lexicon):
-            for member in chain:
+        if anatomical and chain:
+            between = words[chain[-1][-1].end + 1 : item.start]  # type: ignore[union-attr]
+            if not between:
+                chain[-1].append(item)  # type: ignore[arg-type]
+                continue
+            coordinated = all(w.lower() in _COORDINATION for w in between)
+            # "size of the cardiac silhouette": a part word names a part of the anatomy after it
+            part_of = all(w.lower() in ("of", "the") for w in between) and _only_parts(chain[-1], lexicon)
+            if len(between) <= 2 and (coordinated or part_of):
+                chain.append([item])  # type: ignore[list-item]
+                continue
+        if chain:
+            _relate_chain(chain, words, lexicon)
+        chain = [[item]] if anatomical else []  # type: ignore[list-item]
+
+
+def _relate_chain(runs: list[list[_Item]], words: list[str], lexicon: Lexicon) -> None:
+    members = [m for run in runs for m in run]
+    if _names_a_study(members, words, lexicon):
+        for member in members:
+            if member.target is None:
+                member.keep = False
+                member.target = member  # resolved: no other rule may relate it
+        return
+    heads = []
+    for run in runs:
+        head = run[_head([c.term if c.kind == ANAT else None for c in run], lexicon)]
+        heads.append(head)
+        for member in run:
+            if member is not head and member.target is None:
+                _modify(member, head)
+    last, last_head = runs[-1], heads[-1]
+    shared_parts = [m for m in last[last.index(last_head) + 1 :] if m.term is not None and m.term.text in lexicon.anatomy_parts]
+    for n, (run, head) in enumerate(zip(runs[:-1], heads[:-1])):
+        if _only_parts(run, lexicon):
+            for member in run:
                 if member.target is None:
-                    member.keep = False
-                    member.target = member  # resolved: no other rule may relate it
-        elif len(chain) > 1:
-            head = chain[_head([c.term if c.kind == ANAT else None for c in chain], lexicon)]
-            for member in chain:
-                if member is not head and member.target is None:
-                    member.links.append(("modify", head))
-                    member.target = head
-        chain = [item] if anatomical else []
+                    _modify(member, heads[n + 1])
+        elif all(m.kind != ANAT for m in run):
+            if head.target is None:
+                _modify(head, last_head)
+        elif not any(m.term is not None and m.term.text in lexicon.anatomy_parts for m in run):
+            for part in shared_parts:
+                part.links.append(("modify", head))
+
+
+def _only_parts(run: list[_Item], lexicon: Lexicon) -> bool:
+    return all(m.kind == ANAT and m.term is not None and m.term.text in lexicon.anatomy_parts for m in run)
+
+
+def _modify(member: _Item, head: _Item) -> None:
+    member.links.append(("modify", head))
+    member.target = head
 
 
 def _names_a_study(chain: list[_Item], words: list[str], lexicon: Lexicon) -> bool:
@@ -335,7 +378,19 @@ def _names_a_study(chain: list[_Item], words: list[str], lexicon: Lexicon) -> bo
     return False
 
 
-def _attach_modifiers(items: list[_Item]) -> None:
+def _subject(items: list[_Item], index: int, words: list[str]) -> _Item | None:
+    """The observation a predicate modifier describes: "the effusion on the left is unchanged"."""
+    modifier = items[index]
+    subject = next((items[j] for j in range(index - 1, -1, -1) if items[j].kind == OBS), None)
+    if subject is None:
+        return None
+    between = {w.lower() for w in words[subject.end + 1 : modifier.start]}
+    if modifier.start - subject.end - 1 > _MAX_PREDICATE_GAP or not between & _COPULAS or between & {",", ";"}:
+        return None
+    return subject
+
+
+def _attach_modifiers(items: list[_Item], words: list[str]) -> None:
     for index, item in enumerate(items):
         if item.kind != MOD or item.target is not None:
             continue
@@ -346,6 +401,8 @@ def _attach_modifiers(items: list[_Item]) -> None:
         target = _neighbour(items, index, 1, wanted, skip, _MAX_MODIFIER_GAP) or _neighbour(
             items, index, -1, wanted, skip, _MAX_LEFT_GAP
         )
+        if target is None and not item.is_location:
+            target = _subject(items, index, words)
         if target is None:
             # RadGraph keeps a modifier with nothing to modify as an entity of its own: a location
             # is anatomy ("worse on the right"), a change word an observation located at the

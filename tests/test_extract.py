@@ -329,3 +329,16 @@ def test_a_term_with_two_kinds_is_rejected(tmp_path: Path) -> None:
     path.write_text("anatomy:\n  - terms: [effusion]\n    organ: pleural\n", encoding="utf-8")
     with pytest.raises(LexiconError, match="'effusion' is OBS"):
         load_lexicon(lexicon_path=path)
+
+
+def test_coordinated_anatomy_shares_its_part_word(extractor: Extractor) -> None:
+    record = annotate(extractor, "Cardiac and mediastinal contours are unchanged. Borderline size of the cardiac silhouette.")
+    contours = entity(record, "contours")
+    assert sorted(related(record, contours, "modify")) == ["Cardiac", "mediastinal"]
+    assert sorted(related(record, entity(record, "unchanged"), "located_at")) == ["Cardiac", "mediastinal"]
+    assert related(record, entity(record, "size"), "modify") == ["cardiac"]
+
+
+def test_a_predicate_modifier_describes_the_subject(extractor: Extractor) -> None:
+    record = annotate(extractor, "The effusion seen in the left lung base is unchanged.")
+    assert related(record, entity(record, "unchanged"), "modify") == ["effusion"]
