@@ -141,6 +141,7 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
 # ------------------------------------------------------------------------- items
 def _items(doc: "Doc", nlp: "ReportNLP", word_of: dict[int, int], sentence_of: dict[int, int]) -> list[_Item]:
     items: list[_Item] = []
+    pseudo_negated = nlp.pseudo_negation_ends(doc)
     for span in doc.ents:
         tokens = [t.i for t in span if not t.is_space]
         if not tokens:
@@ -153,6 +154,8 @@ def _items(doc: "Doc", nlp: "ReportNLP", word_of: dict[int, int], sentence_of: d
                 certainty = ABSENT
             elif span._.is_uncertain:
                 certainty = UNCERTAIN
+            elif span.end - 1 in pseudo_negated:
+                certainty = ABSENT
         split = nlp.split_of(span, term) if term is not None and span.label_ == OBS else None
         if split is None:
             items.append(_Item(span.label_, start, end, sentence, term, certainty))

@@ -83,6 +83,10 @@ class ReportNLP:
             cue.text for cue in lexicon.context_cues if cue.category == "TERMINATE" and " " not in cue.text
         )
         self.entity_source = make_entity_source(self) if make_entity_source is not None else self._target_matcher()
+        self.negation_words = frozenset(
+            cue.text for cue in lexicon.context_cues
+            if cue.category == "NEGATED_EXISTENCE" and cue.direction == "FORWARD" and " " not in cue.text
+        )
 
     def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[Doc]:
         """Process texts in batches; yields docs with sentences, ``doc.ents`` and ConText attributes."""
@@ -113,6 +117,20 @@ class ReportNLP:
         if split is None or self.token_terms.get(" ".join(t.lower_ for t in span if not t.is_space)) is not term:
             return None
         return split
+
+    def pseudo_negation_ends(self, doc: Doc) -> set[int]:
+        """Last tokens of pseudo-cues that open with a negation word ("no change", "no increase").
+
+        The pseudo-cue keeps its negation from reaching the words after it ("no change in the
+        effusion"), but its own last word is what it negates: RadGraph reads "no change" as an
+        absent change.
+        """
+        ends = set()
+        for modifier in doc._.context_graph.modifiers:
+            start, end = modifier.modifier_span
+            if modifier.category == "PSEUDO" and doc[start].lower_ in self.negation_words:
+                ends.add(end - 1)
+        return ends
 
     def suggestive_cues(self, doc: Doc) -> list[tuple[int, int]]:
         """Token ranges ``[start, end)`` of suggestive_of cues in ``doc``, longest first per position."""

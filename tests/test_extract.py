@@ -342,3 +342,9 @@ def test_coordinated_anatomy_shares_its_part_word(extractor: Extractor) -> None:
 def test_a_predicate_modifier_describes_the_subject(extractor: Extractor) -> None:
     record = annotate(extractor, "The effusion seen in the left lung base is unchanged.")
     assert related(record, entity(record, "unchanged"), "modify") == ["effusion"]
+
+
+def test_a_negated_pseudo_cue_negates_its_own_last_word_only(extractor: Extractor) -> None:
+    record = annotate(extractor, "No change in the small pleural effusion.")
+    assert entity(record, "change").label == "OBS-DA"
+    assert entity(record, "effusion").label == "OBS-DP"
