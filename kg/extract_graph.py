@@ -6,18 +6,29 @@ ConText attributes on observations). The rules, applied within one sentence:
 
 * **certainty**: negated → ``OBS-DA`` (also when a cue makes it uncertain too: CheXpert applies
   negation first); else uncertain (hedged, conditional or inferred: "may", "if", "suggestive of")
-  → ``OBS-U``; else ``OBS-DP``.
-* **split phrases**: a lexicon phrase made of anatomy + observation (``pleural effusion``,
-  ``enlarged heart``) becomes two entities joined by ``located_at``, as RadGraph annotates them.
+  → ``OBS-U``; else the last word of a pseudo-cue opening with a negation ("no change") →
+  ``OBS-DA``; else ``OBS-DP``.
+* **split phrases**: a lexicon observation phrase made of lexicon terms (``pleural effusion``,
+  ``enlarged heart``, ``acute cardiopulmonary process``) is cut into them, as RadGraph annotates
+  it: the observation is ``located_at`` the anatomy, other modifiers modify the observation.
+* **anatomy words**: every anatomy word is an entity of its own. In a run of anatomy and location
+  words the head (the last anatomy word that is not a part word such as ``bases`` or ``size``) is
+  the one observations are located at; every other word of the run modifies it. Runs joined by
+  "and" / commas share a trailing part word ("cardiac and mediastinal contours"), and a part word
+  before "of the" modifies the anatomy after it ("size of the cardiac silhouette"). Anatomy next to
+  an imaging word ("PA and lateral chest", "view of the chest") names the study and is dropped.
 * **modify**: a location word (``left``, ``bibasilar``) modifies the anatomy that follows it, or
   becomes the location of the observation that follows (or precedes) it; any other modifier
   (severity, size, morphology, time) modifies the nearest observation to its right across other
-  modifiers and anatomy, else the one just before it (``effusion is small``). At most two other
-  words may sit between a modifier and its target. Modifiers with no target are dropped.
+  modifiers and anatomy, else the one just before it (``effusion is small``), else the subject of
+  its clause when it follows a copula ("the effusion seen at the base is unchanged"). At most two
+  other words may sit between a modifier and its target. A location with no target is anatomy, a
+  change word with no target an observation ("the contours are unchanged"); other modifiers with
+  no target are dropped.
 * **located_at**: every other anatomy entity is the location of the nearest observation in its
-  sentence (ties go to the observation before it; an observation before a locative preposition wins:
-  "opacity in the left lung"), and of the observations coordinated with that one by and / or /
-  commas ("lungs are hyperexpanded and clear").
+  sentence (ties go to the observation before it; an observation at most 5 words before a locative
+  preposition wins: "opacity in the left lung"), and of the observations coordinated with that one
+  by and / or / commas ("lungs are hyperexpanded and clear").
 * **suggestive_of**: ``X <cue> Y`` (``opacity, likely atelectasis``; ``may represent``;
   ``consistent with``): the observation before the cue → each observation after it, up to the next
   cue or clause break ("but", "although").
@@ -34,6 +45,8 @@ from kg.lexicon import ANAT, LOCATION, MOD, OBS, STANDALONE_MODIFIERS, Lexicon, 
 from kg.records import Entity
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from spacy.tokens import Doc
 
     from kg.extract_pipeline import ReportNLP, SplitPhrase
@@ -244,23 +257,14 @@ def _split_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> li
         if len(units) < 2 or item.term is None:
             result.append(item)
             continue
-        terms: list[Term | None] = []
-        for start, end in units:
-            text = " ".join(words[start : end + 1]).lower()
-            term = lexicon.terms.get(text)
-            if term is None or not (term.kind == ANAT or (term.kind == MOD and term.modifier == LOCATION)):
-                term = Term(text, ANAT) if text in lexicon.anatomy_parts else None
-            terms.append(term)
+        terms = [_anatomy_word(" ".join(words[start : end + 1]).lower(), lexicon) for start, end in units]
         if None in terms:  # a word that is no anatomy of its own: "soft tissues", "vena cava"
             result.append(item)
             continue
-        head = _head(terms, lexicon)
-        head_text = terms[head].text  # type: ignore[union-attr]
-        terms[head] = Term(head_text, ANAT, organ=item.term.organ, group=item.term.group)
-        pieces = [
-            _Item(term.kind, start, end, item.sentence, term)  # type: ignore[union-attr]
-            for term, (start, end) in zip(terms, units)
-        ]
+        known = [t for t in terms if t is not None]
+        head = _head(known, lexicon)
+        known[head] = Term(known[head].text, ANAT, organ=item.term.organ, group=item.term.group)
+        pieces = [_Item(term.kind, start, end, item.sentence, term) for term, (start, end) in zip(known, units)]
         pieces[head].target = item.target
         pieces[head].links = item.links
         replaced[id(item)] = pieces[head]
@@ -272,6 +276,15 @@ def _split_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> li
             if item.target is not None:
                 item.target = replaced.get(id(item.target), item.target)
     return result
+
+
+def _anatomy_word(text: str, lexicon: Lexicon) -> Term | None:
+    """The lexicon's anatomy or location term for one word of an anatomy phrase, a bare anatomy
+    term for a part word, else ``None``."""
+    term = lexicon.terms.get(text)
+    if term is not None and (term.kind == ANAT or (term.kind == MOD and term.modifier == LOCATION)):
+        return term
+    return Term(text, ANAT) if text in lexicon.anatomy_parts else None
 
 
 def _word_units(words: list[str], start: int, end: int) -> list[tuple[int, int]]:
@@ -294,14 +307,14 @@ def _word_units(words: list[str], start: int, end: int) -> list[tuple[int, int]]
     return units
 
 
-def _head(terms: list[Term | None], lexicon: Lexicon) -> int:
+def _head(terms: "Sequence[Term | None]", lexicon: Lexicon) -> int:
     """Index of the head of a run of anatomy words: the last anatomy (not location) word that does
     not name a part of another ("*lung* bases"), else the last anatomy word, else the last word."""
-    anatomy = [i for i, t in enumerate(terms) if t is not None and t.kind == ANAT]
-    for index in reversed(anatomy):
-        if terms[index].text not in lexicon.anatomy_parts:  # type: ignore[union-attr]
+    anatomy = [(i, t) for i, t in enumerate(terms) if t is not None and t.kind == ANAT]
+    for index, term in reversed(anatomy):
+        if term.text not in lexicon.anatomy_parts:
             return index
-    return anatomy[-1] if anatomy else len(terms) - 1
+    return anatomy[-1][0] if anatomy else len(terms) - 1
 
 
 def _chain_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> None:
@@ -314,22 +327,28 @@ def _chain_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> No
     imaging study ("PA and lateral chest") is dropped.
     """
     chain: list[list[_Item]] = []
-    for item in [*items, None]:
-        anatomical = item is not None and (item.kind == ANAT or item.is_location)
-        if anatomical and chain:
-            between = words[chain[-1][-1].end + 1 : item.start]  # type: ignore[union-attr]
-            if not between:
-                chain[-1].append(item)  # type: ignore[arg-type]
-                continue
-            coordinated = all(w.lower() in _COORDINATION for w in between)
-            # "size of the cardiac silhouette": a part word names a part of the anatomy after it
-            part_of = all(w.lower() in ("of", "the") for w in between) and _only_parts(chain[-1], lexicon)
-            if len(between) <= 2 and (coordinated or part_of):
-                chain.append([item])  # type: ignore[list-item]
-                continue
-        if chain:
-            _relate_chain(chain, words, lexicon)
-        chain = [[item]] if anatomical else []  # type: ignore[list-item]
+    for item in items:
+        if not (item.kind == ANAT or item.is_location):
+            if chain:
+                _relate_chain(chain, words, lexicon)
+            chain = []
+            continue
+        between = words[chain[-1][-1].end + 1 : item.start] if chain else []
+        # "size of the cardiac silhouette": a part word names a part of the anatomy after it
+        joined = len(between) <= 2 and (
+            all(w.lower() in _COORDINATION for w in between)
+            or (all(w.lower() in ("of", "the") for w in between) and _only_parts(chain[-1], lexicon))
+        )
+        if chain and not between:
+            chain[-1].append(item)
+        elif chain and joined:
+            chain.append([item])
+        else:
+            if chain:
+                _relate_chain(chain, words, lexicon)
+            chain = [[item]]
+    if chain:
+        _relate_chain(chain, words, lexicon)
 
 
 def _relate_chain(runs: list[list[_Item]], words: list[str], lexicon: Lexicon) -> None:

@@ -185,7 +185,8 @@ def _segment(terms: dict[str, Term], words: list[str]) -> list[tuple[int, Term]]
             term = terms.get(" ".join(words[start:end]))
             if previous is None or term is None or end - start == len(words):
                 continue
-            if best[end] is None or len(previous) + 1 > len(best[end]):  # type: ignore[arg-type]
+            current = best[end]
+            if current is None or len(previous) + 1 > len(current):
                 best[end] = [*previous, (end - start, term)]
     return best[len(words)]
 
