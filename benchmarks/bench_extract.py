@@ -68,15 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     extractor = Extractor("rules", batch_size=args.batch_size)
     build = time.perf_counter() - start
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(args.repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         entities = sum(len(e.record.entities) for e in extractor.annotate(reports))
         best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
     print(f"input: {source}, {words / len(reports):.1f} words/report")
     print(f"pipeline build: {build:.2f} s (imports and lexicon)")
     print(f"extract (rules, 1 core, batch {args.batch_size}): {len(reports) / best:.0f} reports/s, "
           f"{words / best:.0f} words/s, {entities / len(reports):.1f} entities/report (best of {args.repeat})")
+    # On a shared machine wall time includes waiting for the core; CPU time does not.
+    print(f"per CPU second: {len(reports) / best_cpu:.0f} reports/s")
     return 0
 
 

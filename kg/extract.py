@@ -19,8 +19,9 @@ Nothing is ever downloaded: a missing package or model raises :class:`~kg.errors
 
 Output conventions (those of the RadGraph release):
 
-* the record's ``text`` is the report text re-spaced by the tokenizer, so punctuation stands alone
-  (``"No pleural effusion ."``) and ``text.split()`` are the tokens;
+* the record's ``text`` is the report's RadGraph-XL tokens (:mod:`kg.report_tokens`) joined by
+  single spaces, so punctuation stands alone (``"No pleural effusion ."``) and ``text.split()``
+  are the tokens; text already tokenised so (a RadGraph-XL record's ``text``) is kept as it is;
 * ``start_ix`` / ``end_ix`` are inclusive indices into ``text.split()``;
 * labels ``ANAT-DP``, ``OBS-DP``, ``OBS-U``, ``OBS-DA``; relations ``located_at``,
   ``suggestive_of``, ``modify``.

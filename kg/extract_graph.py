@@ -6,18 +6,29 @@ ConText attributes on observations). The rules, applied within one sentence:
 
 * **certainty**: negated → ``OBS-DA`` (also when a cue makes it uncertain too: CheXpert applies
   negation first); else uncertain (hedged, conditional or inferred: "may", "if", "suggestive of")
-  → ``OBS-U``; else ``OBS-DP``.
-* **split phrases**: a lexicon phrase made of anatomy + observation (``pleural effusion``,
-  ``enlarged heart``) becomes two entities joined by ``located_at``, as RadGraph annotates them.
+  → ``OBS-U``; else the last word of a pseudo-cue opening with a negation ("no change") →
+  ``OBS-DA``; else ``OBS-DP``.
+* **split phrases**: a lexicon observation phrase made of lexicon terms (``pleural effusion``,
+  ``enlarged heart``, ``acute cardiopulmonary process``) is cut into them, as RadGraph annotates
+  it: the observation is ``located_at`` the anatomy, other modifiers modify the observation.
+* **anatomy words**: every anatomy word is an entity of its own. In a run of anatomy and location
+  words the head (the last anatomy word that is not a part word such as ``bases`` or ``size``) is
+  the one observations are located at; every other word of the run modifies it. Runs joined by
+  "and" / commas share a trailing part word ("cardiac and mediastinal contours"), and a part word
+  before "of the" modifies the anatomy after it ("size of the cardiac silhouette"). Anatomy next to
+  an imaging word ("PA and lateral chest", "view of the chest") names the study and is dropped.
 * **modify**: a location word (``left``, ``bibasilar``) modifies the anatomy that follows it, or
   becomes the location of the observation that follows (or precedes) it; any other modifier
   (severity, size, morphology, time) modifies the nearest observation to its right across other
-  modifiers and anatomy, else the one just before it (``effusion is small``). At most two other
-  words may sit between a modifier and its target. Modifiers with no target are dropped.
+  modifiers and anatomy, else the one just before it (``effusion is small``), else the subject of
+  its clause when it follows a copula ("the effusion seen at the base is unchanged"). At most two
+  other words may sit between a modifier and its target. A location with no target is anatomy, a
+  change word with no target an observation ("the contours are unchanged"); other modifiers with
+  no target are dropped.
 * **located_at**: every other anatomy entity is the location of the nearest observation in its
-  sentence (ties go to the observation before it; an observation before a locative preposition wins:
-  "opacity in the left lung"), and of the observations coordinated with that one by and / or /
-  commas ("lungs are hyperexpanded and clear").
+  sentence (ties go to the observation before it; an observation at most 5 words before a locative
+  preposition wins: "opacity in the left lung"), and of the observations coordinated with that one
+  by and / or / commas ("lungs are hyperexpanded and clear").
 * **suggestive_of**: ``X <cue> Y`` (``opacity, likely atelectasis``; ``may represent``;
   ``consistent with``): the observation before the cue → each observation after it, up to the next
   cue or clause break ("but", "although").
@@ -31,21 +42,33 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kg.label_schema import GK_NORMAL, NO_FINDING
-from kg.lexicon import ANAT, LOCATION, MOD, OBS, Lexicon, Term
+from kg.lexicon import ANAT, LOCATION, MOD, OBS, STANDALONE_MODIFIERS, Lexicon, Term
 from kg.records import Entity
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from spacy.tokens import Doc
 
-    from kg.extract_pipeline import ReportNLP
+    from kg.extract_pipeline import ReportNLP, SplitPhrase
 
 PRESENT, ABSENT, UNCERTAIN = 1, 0, -1
 _OBS_LABELS = {PRESENT: "OBS-DP", ABSENT: "OBS-DA", UNCERTAIN: "OBS-U"}
 #: label columns computed from all other columns, never set by a mention
 COMPUTED_COLUMNS = frozenset({NO_FINDING, GK_NORMAL})
 _COORDINATION = frozenset({"and", "or", ",", "/", "and/or"})
+# Words inside a lexicon anatomy phrase that RadGraph leaves out of its entities.
+_PHRASE_GLUE = frozenset({"and", "or", "of", "the", ",", "/"})
+# Words between an imaging word and the anatomy it names: "PA and lateral chest", "view of the chest".
+_STUDY_GLUE = frozenset({"and", "of", "the", "a", "single", "-"})
 _MAX_MODIFIER_GAP = 2
 _MAX_LEFT_GAP = 3
+# A modifier after a copula describes the clause's subject up to this many words back.
+_MAX_PREDICATE_GAP = 8
+_COPULAS = frozenset({"is", "are", "was", "were", "remains", "remain", "appears", "appear", "has", "have", "been"})
+# Words at most between an observation and the anatomy a locative preposition ties to it
+# ("opacity in the right lower lobe": 4).
+_MAX_LOCATIVE_GAP = 5
 # English prepositions that put an anatomy phrase after the observation it locates:
 # "opacity in the right lower lobe may represent pneumonia" locates the opacity, not the pneumonia.
 _LOCATIVE = frozenset(
@@ -106,12 +129,13 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
         for token in sent:
             sentence_of[token.i] = s
 
-    items = _items(doc, nlp, word_of, sentence_of)
+    items = _split_anatomy(_items(doc, nlp, word_of, sentence_of), words, nlp.lexicon)
     by_sentence: dict[int, list[_Item]] = {}
     for item in items:
         by_sentence.setdefault(item.sentence, []).append(item)
     for sentence_items in by_sentence.values():
-        _attach_modifiers(sentence_items)
+        _chain_anatomy(sentence_items, words, nlp.lexicon)
+        _attach_modifiers(sentence_items, words)
         _attach_anatomy(sentence_items, words)
     _attach_suggestive(doc, nlp, words, word_of, sentence_of, by_sentence)
 
@@ -131,6 +155,7 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
 # ------------------------------------------------------------------------- items
 def _items(doc: "Doc", nlp: "ReportNLP", word_of: dict[int, int], sentence_of: dict[int, int]) -> list[_Item]:
     items: list[_Item] = []
+    pseudo_negated = nlp.pseudo_negation_ends(doc)
     for span in doc.ents:
         tokens = [t.i for t in span if not t.is_space]
         if not tokens:
@@ -143,20 +168,39 @@ def _items(doc: "Doc", nlp: "ReportNLP", word_of: dict[int, int], sentence_of: d
                 certainty = ABSENT
             elif span._.is_uncertain:
                 certainty = UNCERTAIN
+            elif span.end - 1 in pseudo_negated:
+                certainty = ABSENT
         split = nlp.split_of(span, term) if term is not None and span.label_ == OBS else None
         if split is None:
             items.append(_Item(span.label_, start, end, sentence, term, certainty))
             continue
-        if split.anatomy_first:
-            anatomy = _Item(ANAT, start, start + split.anatomy_tokens - 1, sentence, split.anatomy)
-            observation = _Item(OBS, start + split.anatomy_tokens, end, sentence, split.observation, certainty)
-        else:
-            observation = _Item(OBS, start, end - split.anatomy_tokens, sentence, split.observation, certainty)
-            anatomy = _Item(ANAT, end - split.anatomy_tokens + 1, end, sentence, split.anatomy)
-        _locate(observation, anatomy)
-        anatomy.target = observation
-        items.extend([anatomy, observation] if split.anatomy_first else [observation, anatomy])
+        items.extend(_split_items(split, start, sentence, certainty, nlp.lexicon))
     return items
+
+
+def _split_items(split: "SplitPhrase", start: int, sentence: int, certainty: int, lexicon: Lexicon) -> list[_Item]:
+    """The items of a split phrase, related as RadGraph relates them.
+
+    The observation is located at the phrase's head anatomy; other anatomy and location words
+    modify that head; other modifiers modify the observation.
+    """
+    pieces: list[_Item] = []
+    for size, term in split.pieces:
+        pieces.append(_Item(term.kind, start, start + size - 1, sentence, term, certainty if term.kind == OBS else PRESENT))
+        start += size
+    observation = next(p for p in pieces if p.kind == OBS)
+    anatomy = [p for p in pieces if p.kind == ANAT or p.is_location]
+    head = anatomy[_head([p.term if p.kind == ANAT else None for p in anatomy], lexicon)] if anatomy else None
+    for piece in pieces:
+        if piece is observation:
+            continue
+        target = head if (piece.kind == ANAT or piece.is_location) and piece is not head else observation
+        if piece is head:
+            _locate(observation, piece)
+        else:
+            piece.links.append(("modify", target))
+        piece.target = target
+    return pieces
 
 
 def _locate(observation: _Item, anatomy: _Item) -> None:
@@ -199,9 +243,179 @@ def _neighbour(items: list[_Item], index: int, step: int, wanted: set[str], skip
     return None
 
 
-def _attach_modifiers(items: list[_Item]) -> None:
+def _split_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> list[_Item]:
+    """One item per anatomy word, as RadGraph annotates anatomy ("lower lobe" → "lower", "lobe").
+
+    Words joined by a hyphen stay one item ("left - sided"); conjunctions and articles inside a
+    phrase are no item. The phrase's head word (see :func:`_head`) keeps the phrase's organ and
+    group, so compositions ("lung volumes are low") still see them, and takes over the phrase's
+    place in a split phrase's ``located_at``.
+    """
+    result: list[_Item] = []
+    replaced: dict[int, _Item] = {}
+    for item in items:
+        units = _word_units(words, item.start, item.end) if item.kind == ANAT else []
+        if len(units) < 2 or item.term is None:
+            result.append(item)
+            continue
+        terms = [_anatomy_word(" ".join(words[start : end + 1]).lower(), lexicon) for start, end in units]
+        if None in terms:  # a word that is no anatomy of its own: "soft tissues", "vena cava"
+            result.append(item)
+            continue
+        known = [t for t in terms if t is not None]
+        head = _head(known, lexicon)
+        known[head] = Term(known[head].text, ANAT, organ=item.term.organ, group=item.term.group)
+        pieces = [_Item(term.kind, start, end, item.sentence, term) for term, (start, end) in zip(known, units)]
+        pieces[head].target = item.target
+        pieces[head].links = item.links
+        replaced[id(item)] = pieces[head]
+        result.extend(pieces)
+    if replaced:
+        for item in result:
+            item.links = [(rel, replaced.get(id(other), other)) for rel, other in item.links]
+            item.locations = [replaced.get(id(other), other) for other in item.locations]
+            if item.target is not None:
+                item.target = replaced.get(id(item.target), item.target)
+    return result
+
+
+def _anatomy_word(text: str, lexicon: Lexicon) -> Term | None:
+    """The lexicon's anatomy or location term for one word of an anatomy phrase, a bare anatomy
+    term for a part word, else ``None``."""
+    term = lexicon.terms.get(text)
+    if term is not None and (term.kind == ANAT or (term.kind == MOD and term.modifier == LOCATION)):
+        return term
+    return Term(text, ANAT) if text in lexicon.anatomy_parts else None
+
+
+def _word_units(words: list[str], start: int, end: int) -> list[tuple[int, int]]:
+    """Inclusive word ranges of the words of ``words[start:end+1]``, hyphenated words kept whole."""
+    units: list[tuple[int, int]] = []
+    joined = False
+    for index in range(start, end + 1):
+        word = words[index].lower()
+        if word == "-" and units and index < end:
+            joined = True
+            continue
+        if word in _PHRASE_GLUE:
+            joined = False
+            continue
+        if joined:
+            units[-1] = (units[-1][0], index)
+        else:
+            units.append((index, index))
+        joined = False
+    return units
+
+
+def _head(terms: "Sequence[Term | None]", lexicon: Lexicon) -> int:
+    """Index of the head of a run of anatomy words: the last anatomy (not location) word that does
+    not name a part of another ("*lung* bases"), else the last anatomy word, else the last word."""
+    anatomy = [(i, t) for i, t in enumerate(terms) if t is not None and t.kind == ANAT]
+    for index, term in reversed(anatomy):
+        if term.text not in lexicon.anatomy_parts:
+            return index
+    return anatomy[-1][0] if anatomy else len(terms) - 1
+
+
+def _chain_anatomy(items: list[_Item], words: list[str], lexicon: Lexicon) -> None:
+    """Adjacent anatomy words modify the chain's head: "right lower lobe", "lung bases", "heart size".
+
+    Location words before the head and part words after it ("bases", "size", "silhouette") both
+    ``modify`` the head, which alone is then located by :func:`_attach_anatomy`. Runs joined by
+    "and" / commas share a trailing part word ("cardiac and mediastinal *contours*") and a run of
+    locations alone modifies the last run's head ("right and left lungs"). A chain naming the
+    imaging study ("PA and lateral chest") is dropped.
+    """
+    chain: list[list[_Item]] = []
+    for item in items:
+        if not (item.kind == ANAT or item.is_location):
+            if chain:
+                _relate_chain(chain, words, lexicon)
+            chain = []
+            continue
+        between = words[chain[-1][-1].end + 1 : item.start] if chain else []
+        # "size of the cardiac silhouette": a part word names a part of the anatomy after it
+        joined = len(between) <= 2 and (
+            all(w.lower() in _COORDINATION for w in between)
+            or (all(w.lower() in ("of", "the") for w in between) and _only_parts(chain[-1], lexicon))
+        )
+        if chain and not between:
+            chain[-1].append(item)
+        elif chain and joined:
+            chain.append([item])
+        else:
+            if chain:
+                _relate_chain(chain, words, lexicon)
+            chain = [[item]]
+    if chain:
+        _relate_chain(chain, words, lexicon)
+
+
+def _relate_chain(runs: list[list[_Item]], words: list[str], lexicon: Lexicon) -> None:
+    members = [m for run in runs for m in run]
+    if _names_a_study(members, words, lexicon):
+        for member in members:
+            if member.target is None:
+                member.keep = False
+                member.target = member  # resolved: no other rule may relate it
+        return
+    heads = []
+    for run in runs:
+        head = run[_head([c.term if c.kind == ANAT else None for c in run], lexicon)]
+        heads.append(head)
+        for member in run:
+            if member is not head and member.target is None:
+                _modify(member, head)
+    last, last_head = runs[-1], heads[-1]
+    shared_parts = [m for m in last[last.index(last_head) + 1 :] if m.term is not None and m.term.text in lexicon.anatomy_parts]
+    for n, (run, head) in enumerate(zip(runs[:-1], heads[:-1])):
+        if _only_parts(run, lexicon):
+            for member in run:
+                if member.target is None:
+                    _modify(member, heads[n + 1])
+        elif all(m.kind != ANAT for m in run):
+            if head.target is None:
+                _modify(head, last_head)
+        elif not any(m.term is not None and m.term.text in lexicon.anatomy_parts for m in run):
+            for part in shared_parts:
+                part.links.append(("modify", head))
+
+
+def _only_parts(run: list[_Item], lexicon: Lexicon) -> bool:
+    return all(m.kind == ANAT and m.term is not None and m.term.text in lexicon.anatomy_parts for m in run)
+
+
+def _modify(member: _Item, head: _Item) -> None:
+    member.links.append(("modify", head))
+    member.target = head
+
+
+def _names_a_study(chain: list[_Item], words: list[str], lexicon: Lexicon) -> bool:
+    """Whether the nearest word before or after ``chain`` (past "and", "of", "the") is an imaging word."""
+    for index, step in ((chain[0].start - 1, -1), (chain[-1].end + 1, 1)):
+        while 0 <= index < len(words) and words[index].lower() in _STUDY_GLUE:
+            index += step
+        if 0 <= index < len(words) and words[index].lower() in lexicon.imaging_words:
+            return True
+    return False
+
+
+def _subject(items: list[_Item], index: int, words: list[str]) -> _Item | None:
+    """The observation a predicate modifier describes: "the effusion on the left is unchanged"."""
+    modifier = items[index]
+    subject = next((items[j] for j in range(index - 1, -1, -1) if items[j].kind == OBS), None)
+    if subject is None:
+        return None
+    between = {w.lower() for w in words[subject.end + 1 : modifier.start]}
+    if modifier.start - subject.end - 1 > _MAX_PREDICATE_GAP or not between & _COPULAS or between & {",", ";"}:
+        return None
+    return subject
+
+
+def _attach_modifiers(items: list[_Item], words: list[str]) -> None:
     for index, item in enumerate(items):
-        if item.kind != MOD:
+        if item.kind != MOD or item.target is not None:
             continue
         if item.is_location:
             wanted, skip = {ANAT, OBS}, {MOD}
@@ -210,8 +424,18 @@ def _attach_modifiers(items: list[_Item]) -> None:
         target = _neighbour(items, index, 1, wanted, skip, _MAX_MODIFIER_GAP) or _neighbour(
             items, index, -1, wanted, skip, _MAX_LEFT_GAP
         )
+        if target is None and not item.is_location:
+            target = _subject(items, index, words)
         if target is None:
-            item.keep = False
+            # RadGraph keeps a modifier with nothing to modify as an entity of its own: a location
+            # is anatomy ("worse on the right"), a change word an observation located at the
+            # anatomy it describes ("the contours are unchanged").
+            if item.is_location:
+                item.kind = ANAT
+            elif item.term is not None and item.term.modifier in STANDALONE_MODIFIERS:
+                item.kind = OBS
+            else:
+                item.keep = False
             continue
         item.target = target
         if item.is_location and target.kind == OBS:
@@ -233,7 +457,7 @@ def _attach_anatomy(items: list[_Item], words: list[str]) -> None:
             observations,
             key=lambda o: (_gap(o, item) if o.end < item.start else _gap(item, o), o.start > item.start),
         )
-        if before and after and nearest is after[0]:
+        if before and after and nearest is after[0] and _gap(before[-1], item) <= _MAX_LOCATIVE_GAP:
             between = {w.lower() for w in words[before[-1].end + 1 : item.start]}
             if between & _LOCATIVE and not between & {",", ";"}:
                 nearest = before[-1]

@@ -2,9 +2,10 @@
 
 Stages, run per batch of report texts:
 
-1. medspaCy's clinical tokenizer on a blank English pipeline (no model is loaded, nothing is
-   downloaded) and spaCy's rule-based sentencizer, with ``;`` and blank lines as extra sentence
-   ends so a negation never reaches across them;
+1. RadGraph-XL's tokenisation (:mod:`kg.report_tokens`) on a blank English pipeline (no model is
+   loaded, nothing is downloaded) and spaCy's rule-based sentencizer, with ``;`` and blank lines
+   as extra sentence ends so a negation never reaches across them (and a decimal point, which the
+   tokenisation makes a token of its own, as none);
 2. an entity source that sets ``doc.ents`` with labels ``OBS`` / ``ANAT`` / ``MOD``: medspaCy's
    TargetMatcher over the lexicon (``rules``), or a NER model (:mod:`kg.extract_ner`);
 3. medspaCy's ConText with the lexicon's radiology cues, on ``OBS`` spans.
@@ -13,12 +14,10 @@ This module imports spaCy at the top; :mod:`kg.extract` imports it only when a p
 """
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import medspacy
 from medspacy.context import ConText, ConTextRule
 from medspacy.ner import TargetMatcher, TargetRule
 from spacy.lang.en import English
@@ -27,8 +26,8 @@ from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
 
 from kg.lexicon import ANAT, OBS, Lexicon, Term
+from kg.report_tokens import PARAGRAPH_STARTS, RadGraphTokenizer
 
-_BLANK_LINES = re.compile(r"\n[ \t]*\n")
 # medspaCy's matchers hold a token Matcher even when every cue is a phrase; spaCy then warns on
 # each call that it has no patterns.
 warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
@@ -40,16 +39,15 @@ EntitySource = Callable[[Doc], None]
 
 @dataclass(frozen=True)
 class SplitPhrase:
-    """How a lexicon phrase that joins an anatomy and an observation is cut into two entities.
+    """How a lexicon observation phrase made of several lexicon terms is cut into entities.
 
-    ``pleural effusion`` → anatomy ``pleural`` (1 token, first) + observation ``effusion``; the
-    observation keeps the whole phrase's concepts. ``anatomy_first`` tells which end is anatomy.
+    RadGraph annotates ``pleural effusion`` as anatomy ``pleural`` + observation ``effusion``, and
+    ``acute cardiopulmonary process`` as modifier + anatomy + observation. ``pieces`` are
+    ``(words, term)`` in phrase order; exactly one is an observation, and it keeps the whole
+    phrase's concepts.
     """
 
-    anatomy: Term
-    observation: Term
-    anatomy_tokens: int
-    anatomy_first: bool
+    pieces: tuple[tuple[int, Term], ...]
 
 
 class ReportNLP:
@@ -67,9 +65,10 @@ class ReportNLP:
         self, lexicon: Lexicon, make_entity_source: Callable[["ReportNLP"], EntitySource] | None = None
     ) -> None:
         self.lexicon = lexicon
-        # Tokenizer only: the default medspaCy pipeline's PyRuSH sentencizer is replaced by spaCy's
-        # rule-based one, which is several times faster and needs no rule file.
-        self.nlp = medspacy.load(English(), medspacy_enable=["medspacy_tokenizer"])
+        # Tokenizer only: the records must index RadGraph-XL's tokens, and spaCy's rule-based
+        # sentencizer is several times faster than medspaCy's PyRuSH and needs no rule file.
+        self.nlp = English()
+        self.nlp.tokenizer = RadGraphTokenizer(self.nlp.vocab)
         self.sentencizer = Sentencizer(punct_chars=sorted(set(Sentencizer.default_punct_chars) | {";"}))
         self.context = _context(self.nlp, lexicon)
         # Lexicon terms keyed by their tokens as the tokenizer splits them ("left - sided").
@@ -84,12 +83,16 @@ class ReportNLP:
             cue.text for cue in lexicon.context_cues if cue.category == "TERMINATE" and " " not in cue.text
         )
         self.entity_source = make_entity_source(self) if make_entity_source is not None else self._target_matcher()
+        self.negation_words = frozenset(
+            cue.text for cue in lexicon.context_cues
+            if cue.category == "NEGATED_EXISTENCE" and cue.direction == "FORWARD" and " " not in cue.text
+        )
 
     def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[Doc]:
         """Process texts in batches; yields docs with sentences, ``doc.ents`` and ConText attributes."""
         for doc in self.nlp.pipe(texts, batch_size=batch_size):
             self.sentencizer(doc)
-            _mark_paragraph_breaks(doc)
+            _fix_sentence_starts(doc)
             self.entity_source(doc)
             self.context(doc)
             yield doc
@@ -114,6 +117,20 @@ class ReportNLP:
         if split is None or self.token_terms.get(" ".join(t.lower_ for t in span if not t.is_space)) is not term:
             return None
         return split
+
+    def pseudo_negation_ends(self, doc: Doc) -> set[int]:
+        """Last tokens of pseudo-cues that open with a negation word ("no change", "no increase").
+
+        The pseudo-cue keeps its negation from reaching the words after it ("no change in the
+        effusion"), but its own last word is what it negates: RadGraph reads "no change" as an
+        absent change.
+        """
+        ends = set()
+        for modifier in doc._.context_graph.modifiers:
+            start, end = modifier.modifier_span
+            if modifier.category == "PSEUDO" and doc[start].lower_ in self.negation_words:
+                ends.add(end - 1)
+        return ends
 
     def suggestive_cues(self, doc: Doc) -> list[tuple[int, int]]:
         """Token ranges ``[start, end)`` of suggestive_of cues in ``doc``, longest first per position."""
@@ -142,22 +159,36 @@ class ReportNLP:
         return set_entities
 
     def _split_phrases(self) -> dict[str, SplitPhrase]:
-        """Observation phrases that start or end with an anatomy term and whose rest is an observation."""
-        terms = self.token_terms
+        """Observation phrases that are a sequence of lexicon terms with exactly one observation."""
         splits: dict[str, SplitPhrase] = {}
-        for key, term in terms.items():
-            if term.kind != OBS:
+        for key, term in self.token_terms.items():
+            if term.kind != OBS or " " not in key:
                 continue
-            words = key.split()
-            for cut in range(1, len(words)):
-                head, tail = " ".join(words[:cut]), " ".join(words[cut:])
-                if _is(terms, head, ANAT) and _is(terms, tail, OBS):
-                    splits[term.text] = SplitPhrase(terms[head], _with_concepts(terms[tail], term), cut, True)
-                    break
-                if _is(terms, head, OBS) and _is(terms, tail, ANAT):
-                    splits[term.text] = SplitPhrase(terms[tail], _with_concepts(terms[head], term), len(words) - cut, False)
-                    break
+            pieces = _segment(self.token_terms, key.split())
+            if pieces is not None and len(pieces) > 1 and [t.kind for _, t in pieces].count(OBS) == 1:
+                splits[term.text] = SplitPhrase(
+                    tuple((size, _with_concepts(t, term) if t.kind == OBS else t) for size, t in pieces)
+                )
         return splits
+
+
+def _segment(terms: dict[str, Term], words: list[str]) -> list[tuple[int, Term]] | None:
+    """The most lexicon terms that make up ``words`` exactly (not the whole as one), or ``None``.
+
+    The finest cut is RadGraph's: "pulmonary vascular congestion" is three entities.
+    """
+    best: list[list[tuple[int, Term]] | None] = [None] * (len(words) + 1)
+    best[0] = []
+    for end in range(1, len(words) + 1):
+        for start in range(end):
+            previous = best[start]
+            term = terms.get(" ".join(words[start:end]))
+            if previous is None or term is None or end - start == len(words):
+                continue
+            current = best[end]
+            if current is None or len(previous) + 1 > len(current):
+                best[end] = [*previous, (end - start, term)]
+    return best[len(words)]
 
 
 def _context(nlp: English, lexicon: Lexicon) -> ConText:
@@ -186,10 +217,6 @@ def _context(nlp: English, lexicon: Lexicon) -> ConText:
     return context
 
 
-def _is(terms: dict[str, Term], text: str, kind: str) -> bool:
-    return text in terms and terms[text].kind == kind
-
-
 def _with_concepts(part: Term, whole: Term) -> Term:
     """The observation part of a split phrase; the whole phrase's concepts define its meaning.
 
@@ -198,9 +225,14 @@ def _with_concepts(part: Term, whole: Term) -> Term:
     return Term(part.text, OBS, whole.concepts, whole.uncertain)
 
 
-def _mark_paragraph_breaks(doc: Doc) -> None:
-    """Start a sentence after a blank line: report sections and list items are separated so."""
-    for token in doc[:-1]:
-        if token.is_space and _BLANK_LINES.search(token.text_with_ws):
-            doc[token.i + 1].is_sent_start = True
+def _fix_sentence_starts(doc: Doc) -> None:
+    """Start a sentence after a blank line (report sections, list items); never after a decimal point.
 
+    The tokenisation makes the point of "2.5 cm" a token of its own, which the sentencizer would
+    otherwise read as a full stop.
+    """
+    for start in doc.user_data.get(PARAGRAPH_STARTS, ()):
+        doc[start].is_sent_start = True
+    for token in doc[1:-1]:
+        if token.text == "." and token.nbor(-1).is_digit and token.nbor(1).is_digit:
+            token.nbor(1).is_sent_start = False

@@ -36,6 +36,9 @@ RADIOLOGY_LEXICON = "radiology_lexicon.yaml"
 OBS, ANAT, MOD = "OBS", "ANAT", "MOD"
 #: modifier kind whose terms modify anatomy (RadGraph labels them ANAT-DP)
 LOCATION = "location"
+#: modifier kinds that RadGraph annotates as an observation of their own when they modify none
+#: ("the cardiac contours are unchanged")
+STANDALONE_MODIFIERS = frozenset({"temporal"})
 #: ConText categories used by the extractor, keyed by the YAML section name
 CONTEXT_CATEGORIES = {
     "negated": "NEGATED_EXISTENCE",
@@ -104,6 +107,10 @@ class Lexicon:
         compositions: descriptor + anatomy rules.
         context_cues: ConText cues added to medspaCy's English defaults.
         suggestive_cues: phrases joining two observations by ``suggestive_of``.
+        anatomy_parts: words naming a part or measure of the anatomy before them ("lung *bases*",
+            "heart *size*"); RadGraph makes them modify that anatomy.
+        imaging_words: words naming an imaging study ("PA and lateral *chest*", "*view* of the
+            chest"); the anatomy they name is the study's, not a finding's, and is no entity.
         chexpert: the CheXpert classes in ``labels.yaml`` order.
         gk_findings: GK finding ids in graph order.
     """
@@ -112,6 +119,8 @@ class Lexicon:
     compositions: tuple[Composition, ...]
     context_cues: tuple[ContextCue, ...]
     suggestive_cues: tuple[str, ...]
+    anatomy_parts: frozenset[str]
+    imaging_words: frozenset[str]
     chexpert: tuple[ChexpertClass, ...]
     gk_findings: tuple[str, ...]
 
@@ -222,6 +231,8 @@ def load_lexicon(
         compositions=tuple(compositions),
         context_cues=tuple(_context_cues(data.get("context") or {}, source)),
         suggestive_cues=tuple(s.lower() for s in _strings(data.get("suggestive_of"), source, "suggestive_of", "suggestive_of")),
+        anatomy_parts=frozenset(s.lower() for s in _strings(data.get("anatomy_parts"), source, "anatomy_parts", "anatomy_parts")),
+        imaging_words=frozenset(s.lower() for s in _strings(data.get("imaging"), source, "imaging", "imaging")),
         chexpert=tuple(chexpert),
         gk_findings=findings,
     )

@@ -98,7 +98,7 @@ def test_located_at_links_anatomy_in_the_same_sentence_only(extractor: Extractor
     record = annotate(extractor, "Right lower lobe. Consolidation is present.")
     assert related(record, entity(record, "consolidation"), "located_at") == []
     record = annotate(extractor, "Consolidation in the right lower lobe.")
-    assert related(record, entity(record, "consolidation"), "located_at") == ["lower lobe"]
+    assert related(record, entity(record, "consolidation"), "located_at") == ["lobe"]
 
 
 def test_suggestive_of_links_finding_to_inferred_diagnosis(extractor: Extractor) -> None:
@@ -106,7 +106,7 @@ def test_suggestive_of_links_finding_to_inferred_diagnosis(extractor: Extractor)
     opacity = entity(record, "opacity")
     assert related(record, opacity, "suggestive_of") == ["pneumonia"]
     # the anatomy after "in" locates the opacity, not the later pneumonia
-    assert related(record, opacity, "located_at") == ["lower lobe"]
+    assert related(record, opacity, "located_at") == ["lobe"]
     assert related(record, entity(record, "pneumonia"), "located_at") == []
 
 
@@ -117,8 +117,46 @@ def test_suggestive_of_stops_at_a_clause_break(extractor: Extractor) -> None:
 
 
 def test_modifier_without_an_observation_is_dropped(extractor: Extractor) -> None:
-    record = annotate(extractor, "Stable. Mild.")
+    record = annotate(extractor, "Mild. Moderate.")
     assert record.entities == {}
+
+
+def test_a_change_word_without_an_observation_is_one(extractor: Extractor) -> None:
+    record = annotate(extractor, "Cardiac contours are unchanged. Worse on the right.")
+    unchanged = entity(record, "unchanged")
+    assert unchanged.label == "OBS-DP" and related(record, unchanged, "located_at") == ["Cardiac"]
+    assert entity(record, "right").label == "ANAT-DP"  # a location with nothing to modify is anatomy
+
+
+# ------------------------------------------------------------------ RadGraph's entity layout
+def test_anatomy_words_are_entities_modifying_the_head(extractor: Extractor) -> None:
+    record = annotate(extractor, "Atelectasis in the right lower lobe. Heart size is normal. Low lung volumes.")
+    lobe = entity(record, "lobe")
+    assert related(record, entity(record, "right"), "modify") == ["lobe"]
+    assert related(record, entity(record, "lower"), "modify") == ["lobe"]
+    assert related(record, entity(record, "atelectasis"), "located_at") == ["lobe"]
+    assert lobe.relations == []
+    # part words ("size", "volumes") modify the anatomy before them, which the observation locates
+    assert related(record, entity(record, "size"), "modify") == ["Heart"]
+    assert related(record, entity(record, "normal"), "located_at") == ["Heart"]
+    assert related(record, entity(record, "volumes"), "modify") == ["lung"]
+    assert related(record, entity(record, "Low"), "located_at") == ["lung"]
+
+
+def test_a_lexicon_phrase_is_cut_into_its_terms(extractor: Extractor) -> None:
+    record = annotate(extractor, "No acute cardiopulmonary process. Mild pulmonary vascular congestion.")
+    process = entity(record, "process")
+    assert process.label == "OBS-DA" and related(record, process, "located_at") == ["cardiopulmonary"]
+    acute = entity(record, "acute")
+    assert acute.label == "OBS-DA" and related(record, acute, "modify") == ["process"]
+    assert related(record, entity(record, "congestion"), "located_at") == ["vascular"]
+    assert related(record, entity(record, "pulmonary"), "modify") == ["vascular"]
+
+
+def test_anatomy_naming_the_imaging_study_is_no_entity(extractor: Extractor) -> None:
+    record = annotate(extractor, "PA and lateral chest compared to prior: right chest tube. Single view of the chest.")
+    assert [e.tokens for e in record.entities.values() if e.label == "ANAT-DP"] == ["right", "chest"]
+    assert related(record, entity(record, "tube"), "located_at") == ["chest"]
 
 
 # ---------------------------------------------------------------------- de-identification
@@ -291,3 +329,22 @@ def test_a_term_with_two_kinds_is_rejected(tmp_path: Path) -> None:
     path.write_text("anatomy:\n  - terms: [effusion]\n    organ: pleural\n", encoding="utf-8")
     with pytest.raises(LexiconError, match="'effusion' is OBS"):
         load_lexicon(lexicon_path=path)
+
+
+def test_coordinated_anatomy_shares_its_part_word(extractor: Extractor) -> None:
+    record = annotate(extractor, "Cardiac and mediastinal contours are unchanged. Borderline size of the cardiac silhouette.")
+    contours = entity(record, "contours")
+    assert sorted(related(record, contours, "modify")) == ["Cardiac", "mediastinal"]
+    assert sorted(related(record, entity(record, "unchanged"), "located_at")) == ["Cardiac", "mediastinal"]
+    assert related(record, entity(record, "size"), "modify") == ["cardiac"]
+
+
+def test_a_predicate_modifier_describes_the_subject(extractor: Extractor) -> None:
+    record = annotate(extractor, "The effusion seen in the left lung base is unchanged.")
+    assert related(record, entity(record, "unchanged"), "modify") == ["effusion"]
+
+
+def test_a_negated_pseudo_cue_negates_its_own_last_word_only(extractor: Extractor) -> None:
+    record = annotate(extractor, "No change in the small pleural effusion.")
+    assert entity(record, "change").label == "OBS-DA"
+    assert entity(record, "effusion").label == "OBS-DP"
