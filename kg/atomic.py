@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from kg.temporaries import remove_stale_temporaries, temporary_path
 
 
 @contextmanager
@@ -80,11 +81,13 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], *, su
 
     ``write`` creates the file itself, so it gets the usual permissions (the umask's). ``suffix`` ends
     the temporary name, for writers that append an extension unless it is there (``numpy.save``).
-    The parent directory is created if needed; on an exception ``path`` is untouched.
+    The parent directory is created if needed; on an exception ``path`` is untouched. Temporaries
+    of ``path`` left by killed writers are deleted first (:mod:`kg.temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path, suffix)
     try:
         write(tmp)
         os.replace(tmp, path)
