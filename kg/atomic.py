@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,9 @@ def replace_directory(
     if is_replaceable is not None and path.exists() and not is_replaceable(path):
         raise InputError(f"refusing to replace: exists and is not {what}", file=path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
+    tmp.mkdir(mode=0o700)
     try:
         yield tmp
         os.chmod(tmp, 0o755)

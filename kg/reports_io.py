@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from kg.input_files import require_file, utf8_fault
 
 INPUT_FORMATS = ("auto", "iu-xray-csv", "mimic-txt", "jsonl", "text")
 
@@ -262,12 +263,15 @@ def _section_name(header: str) -> str:
 
 
 def _read_file(path: Path) -> str:
+    require_file(path)
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=path) from err
+        data = path.read_bytes()
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror}", file=path) from err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(utf8_fault(data) or str(err), file=path) from None
 
 
 def _read_iu_xray_csv(path: Path) -> Iterator[tuple[RawReport, str]]:

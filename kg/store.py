@@ -93,6 +93,8 @@ def open_store(path: str | os.PathLike, read_only: bool = True) -> duckdb.DuckDB
             was written with a newer schema.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, expected a store file", file=path)
     if not path.is_file():
         raise InputError("no such store; build one with `kg build`", file=path)
     try:

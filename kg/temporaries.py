@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
 from pathlib import Path
 
@@ -33,13 +34,23 @@ def host_tag() -> str:
 def temporary_path(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """An unused temporary path beside ``target``, owned by this process (see the module docstring).
 
-    Nothing is created: the writer creates the file (DuckDB refuses an existing empty one).
+    The path is created and removed again, so a directory that cannot be written fails here, with
+    an :class:`OSError` naming the temporary (:func:`target_of` gives the output back), and not
+    inside a writer with an error of its own kind (DuckDB's). The writer creates the file itself
+    (DuckDB refuses an existing empty one).
+
+    Raises:
+        OSError: the directory does not exist or cannot be written.
     """
     target = Path(target)
     while True:
         candidate = target.with_name(f".{target.name}.{host_tag()}-{os.getpid()}.{secrets.token_hex(8)}{suffix}")
-        if not candidate.exists():
-            return candidate
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        os.unlink(candidate)
+        return candidate
 
 
 def target_of(path: str | os.PathLike) -> Path | None:
@@ -70,7 +81,10 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
         if process_alive(int(match.group("pid"))):
             continue
         try:
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)  # a directory being written (kg.atomic.replace_directory)
+            else:
+                path.unlink()
         except OSError:
             continue
         removed.append(path)
