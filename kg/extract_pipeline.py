@@ -21,12 +21,14 @@ from dataclasses import dataclass
 import medspacy
 from medspacy.context import ConText, ConTextRule
 from medspacy.ner import TargetMatcher, TargetRule
+from spacy.attrs import SENT_START
 from spacy.lang.en import English
 from spacy.matcher import PhraseMatcher
 from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
 
 from kg.lexicon import ANAT, OBS, Lexicon, Term
+from kg.long_reports import MAX_REPORT_CHARS, annotate_in_parts
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 # medspaCy's matchers hold a token Matcher even when every cue is a phrase; spaCy then warns on
@@ -70,6 +72,7 @@ class ReportNLP:
         # Tokenizer only: the default medspaCy pipeline's PyRuSH sentencizer is replaced by spaCy's
         # rule-based one, which is several times faster and needs no rule file.
         self.nlp = medspacy.load(English(), medspacy_enable=["medspacy_tokenizer"])
+        self.nlp.max_length = MAX_REPORT_CHARS
         self.sentencizer = Sentencizer(punct_chars=sorted(set(Sentencizer.default_punct_chars) | {";"}))
         self.context = _context(self.nlp, lexicon)
         # Lexicon terms keyed by their tokens as the tokenizer splits them ("left - sided").
@@ -90,9 +93,12 @@ class ReportNLP:
         for doc in self.nlp.pipe(texts, batch_size=batch_size):
             self.sentencizer(doc)
             _mark_paragraph_breaks(doc)
-            self.entity_source(doc)
-            self.context(doc)
+            annotate_in_parts(doc, self._annotate)  # a long report in parts: ConText is quadratic
             yield doc
+
+    def _annotate(self, doc: Doc) -> None:
+        self.entity_source(doc)
+        self.context(doc)
 
     def find_term(self, span: Span, kind: str) -> Term | None:
         """The lexicon term of ``kind`` that is ``span`` itself or, failing that, the longest inside it.
@@ -200,7 +206,11 @@ def _with_concepts(part: Term, whole: Term) -> Term:
 
 def _mark_paragraph_breaks(doc: Doc) -> None:
     """Start a sentence after a blank line: report sections and list items are separated so."""
-    for token in doc[:-1]:
-        if token.is_space and _BLANK_LINES.search(token.text_with_ws):
-            doc[token.i + 1].is_sent_start = True
+    starts = [token.i + 1 for token in doc[:-1] if token.is_space and _BLANK_LINES.search(token.text_with_ws)]
+    if starts:
+        # Set all at once: each Token.is_sent_start assignment scans the whole doc (spaCy checks
+        # for a parse), which made reports with many paragraphs quadratic.
+        sent_starts = doc.to_array([SENT_START])
+        sent_starts[starts] = 1
+        doc.from_array([SENT_START], sent_starts)
 
