@@ -43,6 +43,9 @@ from kg.input_files import require_file, utf8_fault
 INPUT_FORMATS = ("auto", "iu-xray-csv", "mimic-txt", "jsonl", "text")
 
 IU_XRAY_REQUIRED = ("uid", "findings", "impression")
+#: Longest CSV field read, in characters (Python's csv module stops at 128 KiB by default); the
+#: extractor takes reports of this length too (:data:`kg.long_reports.MAX_REPORT_CHARS`).
+MAX_CSV_FIELD_CHARS = 8 << 20
 
 # Header spellings mapped to one section name; headers not listed keep their own lower-case name.
 SECTION_ALIASES = {
@@ -275,6 +278,8 @@ def _read_file(path: Path) -> str:
 
 
 def _read_iu_xray_csv(path: Path) -> Iterator[tuple[RawReport, str]]:
+    # The limit is process-wide; raise it, never lower what a caller set.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD_CHARS))
     rows = csv.DictReader(io.StringIO(_read_file(path), newline=""))
     try:
         columns = [c.strip() for c in rows.fieldnames or []]

@@ -86,3 +86,13 @@ def test_a_long_report_is_labelled_like_one_copy_of_it() -> None:
     assert once["Atelectasis"] == 1 and once["Pleural Effusion"] == -1 and once["Pneumothorax"] == 0
     many = label_text(SENTENCES * 120)  # about 40 KB, annotated in parts
     assert {k: v for k, v in many.items() if v == v} == {k: v for k, v in once.items() if v == v}
+
+
+def test_iu_xray_csv_reads_fields_longer_than_the_csv_module_default(tmp_path) -> None:
+    from kg.reports_io import read_reports
+
+    findings = SENTENCES.replace("\n\n", " ") * 800  # about 260 KB, twice csv's default limit
+    path = tmp_path / "reports.csv"
+    path.write_text(f'uid,findings,impression\n1,"{findings}",Normal.\n', encoding="utf-8")
+    (report,) = read_reports(path)
+    assert report.sections["findings"] == findings.strip()
