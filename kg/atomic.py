@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from kg.temporaries import remove_stale_temporaries, temporary_path
 
 
 @contextmanager
@@ -45,7 +45,9 @@ def replace_directory(
     if is_replaceable is not None and path.exists() and not is_replaceable(path):
         raise InputError(f"refusing to replace: exists and is not {what}", file=path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
+    tmp.mkdir(mode=0o700)
     try:
         yield tmp
         os.chmod(tmp, 0o755)
@@ -80,11 +82,13 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], *, su
 
     ``write`` creates the file itself, so it gets the usual permissions (the umask's). ``suffix`` ends
     the temporary name, for writers that append an extension unless it is there (``numpy.save``).
-    The parent directory is created if needed; on an exception ``path`` is untouched.
+    The parent directory is created if needed; on an exception ``path`` is untouched. Temporaries
+    of ``path`` left by killed writers are deleted first (:mod:`kg.temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path, suffix)
     try:
         write(tmp)
         os.replace(tmp, path)

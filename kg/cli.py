@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kg.errors import KGError
+from kg.temporaries import target_of
 
 COMMAND_MODULES = (
     "kg.commands.build",
@@ -41,7 +42,7 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | No
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (KGError, FileNotFoundError, ValueError) as err:
+    except (KGError, ValueError) as err:
         print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -52,6 +53,23 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | No
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as err:
+        # A file the system refused (read-only output directory, full disk, missing file): an
+        # input error like any other, not a traceback.
+        print(f"{prog} {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
+
+
+def describe_os_error(err: OSError) -> str:
+    """``"FILE: reason"`` of a failed file operation; a temporary file is named by the output it
+    was to become (``cannot write OUT: Permission denied``)."""
+    reason = err.strerror or str(err)
+    if err.filename is None:
+        return reason
+    target = target_of(err.filename)
+    if target is not None:
+        return f"cannot write {target}: {reason}"
+    return f"{err.filename}: {reason}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,6 +149,7 @@ def extract_reports(
     *,
     on_empty: str = "skip",
     stats: ReadStats | None = None,
+    on_not_english: str = "skip",
     data_source: str | None = None,
     data_split: str | None = "inference",
     stanza_dir: str | Path | None = None,
@@ -162,6 +163,8 @@ def extract_reports(
         input_format: ``auto`` or a format of :data:`kg.reports_io.INPUT_FORMATS`.
         backend: one of :data:`BACKENDS`.
         on_empty: ``skip`` (counted in ``stats``) or ``error`` for reports without text.
+        on_not_english: ``skip`` (counted in ``stats``), ``error`` or ``keep`` for reports that are
+            not in English (:mod:`kg.language`).
         stats: optional counters of read and skipped reports.
         data_source: record ``data_source``; default ``"IU-Xray"`` for IU-Xray CSV, else none.
         data_split: record ``data_split`` (RadGraph calls model-annotated reports ``inference``).
@@ -176,6 +179,7 @@ def extract_reports(
         backend,
         on_empty=on_empty,
         stats=stats,
+        on_not_english=on_not_english,
         data_source=data_source,
         data_split=data_split,
         stanza_dir=stanza_dir,
@@ -192,6 +196,7 @@ def annotate_reports(
     *,
     on_empty: str = "skip",
     stats: ReadStats | None = None,
+    on_not_english: str = "skip",
     data_source: str | None = None,
     data_split: str | None = "inference",
     stanza_dir: str | Path | None = None,
@@ -206,7 +211,7 @@ def annotate_reports(
     if data_source is None:
         data_source = DATA_SOURCES.get(fmt)
     extractor = Extractor(backend, stanza_dir=stanza_dir, scispacy_model=scispacy_model, batch_size=batch_size)
-    reports = read_reports(source, input_format, on_empty=on_empty, stats=stats)
+    reports = read_reports(source, input_format, on_empty=on_empty, stats=stats, on_not_english=on_not_english)
     yield from extractor.annotate(reports, data_source, data_split)
 
 

@@ -505,7 +505,9 @@ def _attach_suggestive(
             before = [o for o in observations if o.end < cue_start]
             if not before:
                 continue
-            limit = cues[n + 1][0] if n + 1 < len(cues) else len(words)
+            # No further than the sentence's last observation: scanning to the end of the report
+            # for a clause break made long reports quadratic.
+            limit = cues[n + 1][0] if n + 1 < len(cues) else observations[-1].start + 1
             limit = next((i for i in range(cue_end + 1, limit) if words[i].lower() in nlp.clause_breaks), limit)
             source = before[-1]
             for other in observations:

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 from medspacy.context import ConText, ConTextRule
 from medspacy.ner import TargetMatcher, TargetRule
+from spacy.attrs import SENT_START
 from spacy.lang.en import English
 from spacy.matcher import PhraseMatcher
 from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
 
 from kg.lexicon import ANAT, OBS, Lexicon, Term
+from kg.long_reports import MAX_REPORT_CHARS, PSEUDO_NEGATION_ENDS, annotate_in_parts
 from kg.report_tokens import PARAGRAPH_STARTS, RadGraphTokenizer
 
 # medspaCy's matchers hold a token Matcher even when every cue is a phrase; spaCy then warns on
@@ -69,6 +71,7 @@ class ReportNLP:
         # sentencizer is several times faster than medspaCy's PyRuSH and needs no rule file.
         self.nlp = English()
         self.nlp.tokenizer = RadGraphTokenizer(self.nlp.vocab)
+        self.nlp.max_length = MAX_REPORT_CHARS
         self.sentencizer = Sentencizer(punct_chars=sorted(set(Sentencizer.default_punct_chars) | {";"}))
         self.context = _context(self.nlp, lexicon)
         # Lexicon terms keyed by their tokens as the tokenizer splits them ("left - sided").
@@ -93,9 +96,15 @@ class ReportNLP:
         for doc in self.nlp.pipe(texts, batch_size=batch_size):
             self.sentencizer(doc)
             _fix_sentence_starts(doc)
-            self.entity_source(doc)
-            self.context(doc)
+            annotate_in_parts(doc, self._annotate)  # a long report in parts: ConText is quadratic
             yield doc
+
+    def _annotate(self, doc: Doc) -> None:
+        self.entity_source(doc)
+        self.context(doc)
+        # Kept as token indices in user_data (not read from ConText's doc-level graph later), so
+        # that a long report annotated in parts (kg.long_reports) carries them back.
+        doc.user_data[PSEUDO_NEGATION_ENDS] = self._pseudo_negation_ends(doc)
 
     def find_term(self, span: Span, kind: str) -> Term | None:
         """The lexicon term of ``kind`` that is ``span`` itself or, failing that, the longest inside it.
@@ -119,12 +128,16 @@ class ReportNLP:
         return split
 
     def pseudo_negation_ends(self, doc: Doc) -> set[int]:
-        """Last tokens of pseudo-cues that open with a negation word ("no change", "no increase").
+        """Last tokens of pseudo-cues that open with a negation word ("no change", "no increase"),
+        as :meth:`pipe` recorded them.
 
         The pseudo-cue keeps its negation from reaching the words after it ("no change in the
         effusion"), but its own last word is what it negates: RadGraph reads "no change" as an
         absent change.
         """
+        return set(doc.user_data.get(PSEUDO_NEGATION_ENDS, ()))
+
+    def _pseudo_negation_ends(self, doc: Doc) -> set[int]:
         ends = set()
         for modifier in doc._.context_graph.modifiers:
             start, end = modifier.modifier_span
@@ -231,8 +244,13 @@ def _fix_sentence_starts(doc: Doc) -> None:
     The tokenisation makes the point of "2.5 cm" a token of its own, which the sentencizer would
     otherwise read as a full stop.
     """
-    for start in doc.user_data.get(PARAGRAPH_STARTS, ()):
-        doc[start].is_sent_start = True
-    for token in doc[1:-1]:
-        if token.text == "." and token.nbor(-1).is_digit and token.nbor(1).is_digit:
-            token.nbor(1).is_sent_start = False
+    starts = list(doc.user_data.get(PARAGRAPH_STARTS, ()))
+    not_starts = [token.i + 1 for token in doc[1:-1]
+                  if token.text == "." and token.nbor(-1).is_digit and token.nbor(1).is_digit]
+    if starts or not_starts:
+        # Set all at once: each Token.is_sent_start assignment scans the whole doc (spaCy checks
+        # for a parse), which made long reports quadratic.
+        sent_starts = doc.to_array([SENT_START])
+        sent_starts[starts] = 1
+        sent_starts[not_starts] = -1
+        doc.from_array([SENT_START], sent_starts)

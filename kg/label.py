@@ -100,6 +100,7 @@ def label_reports(
     input_format: str = "auto",
     on_empty: str = "skip",
     stats: ReadStats | None = None,
+    on_not_english: str = "skip",
     **options: object,
 ) -> "pd.DataFrame":
     """Label a corpus.
@@ -108,7 +109,8 @@ def label_reports(
         reports: a corpus path (any format of :func:`kg.reports_io.read_reports`), or an iterable of
             :class:`~kg.reports_io.RawReport` or plain texts (ids ``"0"``, ``"1"``... by position).
         backend: extraction back-end (:data:`kg.extract.BACKENDS`).
-        input_format, on_empty, stats: passed to the corpus reader when ``reports`` is a path.
+        input_format, on_empty, stats, on_not_english: passed to the corpus reader
+            (:func:`kg.reports_io.read_reports`) when ``reports`` is a path.
         **options: ``stanza_dir`` / ``scispacy_model`` / ``batch_size`` for the extractor.
 
     Returns:
@@ -119,7 +121,8 @@ def label_reports(
 
     if isinstance(reports, (str, Path)):
         extractions: Iterable[Extraction] = annotate_reports(
-            reports, input_format, backend, on_empty=on_empty, stats=stats, **options  # type: ignore[arg-type]
+            reports, input_format, backend, on_empty=on_empty, stats=stats, on_not_english=on_not_english,
+            **options,  # type: ignore[arg-type]
         )
     else:
         extractor = Extractor(backend, **options)  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from kg.errors import InputError
+from kg.input_files import require_file, utf8_fault
 from kg.radgraph_labels import COARSE_LABELS, coarse_label, describe_labels
 from kg.records import RELATION_TYPES, Entity, ReportRecord
 from kg.report_batch import RELATION_NAMES, AnnotationColumns, ReportBatch
@@ -182,8 +183,7 @@ def is_jsonl(path: Path) -> bool:
     """
     if path.suffix.lower() in JSONL_SUFFIXES:
         return True
-    if not path.is_file():
-        raise InputError("no such file", file=path)
+    require_file(path)
     with open(path, "rb") as handle:
         line = handle.readline(SNIFF_BYTES + 1)
     line = line.strip()
@@ -206,7 +206,8 @@ def load_document(path: Path) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", file=path) from None
+        message = utf8_fault(data) or f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        raise InputError(message, file=path) from None
 
 
 def document_format(document: Any) -> str:
@@ -266,7 +267,8 @@ def jsonl_line_records(
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError as err:
-            yield None, InputError(f"not valid JSON: {err.msg} at column {err.colno}", file=where), where
+            message = utf8_fault(line, first_line=line_no, whole_file=False) or f"not valid JSON: {err.msg} at column {err.colno}"
+            yield None, InputError(message, file=where), where
             continue
         if type(raw) is not dict:
             yield None, InputError("a report must be a JSON object", file=where), where

@@ -17,7 +17,8 @@ error raised are therefore exactly those of a one-process read, whatever the num
 the store is too, since :mod:`kg.build` does not depend on batch boundaries.
 
 Workers start with the ``forkserver`` method where the platform has it (else ``spawn``): they do
-not inherit this process's threads (DuckDB's, the writer's). As with any ``multiprocessing`` code,
+not inherit this process's threads (DuckDB's, the writer's). They exit when this process dies,
+even by ``kill -9`` (:mod:`kg.process_guard`). As with any ``multiprocessing`` code,
 a script that builds with workers needs an ``if __name__ == "__main__":`` guard.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kg.errors import InputError
+from kg.process_guard import exit_with
 from kg.radgraph import add_raw_report, document_records, duplicate_id_error, is_jsonl, jsonl_line_records
 from kg.report_batch import ArrowBatch, ReportBatch
 
@@ -260,6 +262,14 @@ def _read_in_pool(
         yield result
 
 
+def _start_worker(parent_pid: int) -> None:
+    """Worker set-up: end with the parent, whose death the task pipe would never show (a killed
+    build must not leave its workers behind), and no cyclic GC (no cycles worth collecting, as in
+    :func:`kg.build._gc_paused`)."""
+    exit_with(parent_pid)
+    gc.disable()
+
+
 def _read_chunk_in_worker(chunk: Chunk, options: dict[str, Any]) -> ChunkResult:
     return read_chunk(chunk, first_seen={}, **options)
 
@@ -274,8 +284,8 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload([__name__])
-    # Workers hold no reference cycles worth collecting (see kg.build._gc_paused).
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=gc.disable)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(),))
     try:
         yield pool
     finally:

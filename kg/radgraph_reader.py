@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from kg.input_files import require_file
 from kg.radgraph import (
     DEFAULT_LABELER,
     FORMATS,
@@ -81,8 +82,7 @@ class RadGraphReader:
         Raises:
             InputError: the file is missing, empty or not JSON.
         """
-        if not path.is_file():
-            raise InputError("no such file", file=path)
+        require_file(path)
         if self.format == "jsonl" or (self.format == "auto" and is_jsonl(path)):
             return "jsonl", None
         document = load_document(path)

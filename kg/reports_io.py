@@ -24,7 +24,8 @@ report is used (the convention of the MIMIC-CXR section parser), unless that par
 non-diagnostic section (indication, history, comparison, technique). A report without any header
 is used whole.
 Reports left without text are skipped and counted in :class:`ReadStats`, or rejected with
-``on_empty="error"``.
+``on_empty="error"``; so are reports whose text is not English (:mod:`kg.language`,
+``on_not_english``).
 """
 from __future__ import annotations
 
@@ -38,10 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from kg.input_files import require_file, utf8_fault
+from kg.language import not_english_reason
 
 INPUT_FORMATS = ("auto", "iu-xray-csv", "mimic-txt", "jsonl", "text")
 
 IU_XRAY_REQUIRED = ("uid", "findings", "impression")
+#: Longest CSV field read, in characters (Python's csv module stops at 128 KiB by default); the
+#: extractor takes reports of this length too (:data:`kg.long_reports.MAX_REPORT_CHARS`).
+MAX_CSV_FIELD_CHARS = 8 << 20
 
 # Header spellings mapped to one section name; headers not listed keep their own lower-case name.
 SECTION_ALIASES = {
@@ -97,10 +103,13 @@ class ReadStats:
     Attributes:
         read: reports yielded.
         skipped: ids of reports skipped because they had no usable text.
+        not_english: ids of reports skipped because their text is not English
+            (:mod:`kg.language`).
     """
 
     read: int = 0
     skipped: list[str] = field(default_factory=list)
+    not_english: list[str] = field(default_factory=list)
 
 
 def read_reports(
@@ -109,6 +118,7 @@ def read_reports(
     *,
     on_empty: str = "skip",
     stats: ReadStats | None = None,
+    on_not_english: str = "skip",
 ) -> Iterator[RawReport]:
     """Read a report corpus, one :class:`RawReport` at a time, in file order.
 
@@ -118,6 +128,8 @@ def read_reports(
         on_empty: ``"skip"`` reports without usable text (counted in ``stats.skipped``) or
             ``"error"`` to raise on the first one.
         stats: optional counters, updated as the iterator advances.
+        on_not_english: ``"skip"`` reports whose text is not English (:mod:`kg.language`; counted
+            in ``stats.not_english``), ``"error"`` to raise on the first, ``"keep"`` to read them.
 
     Raises:
         InputError: unknown format, unreadable file, missing column or field, malformed JSON,
@@ -128,6 +140,8 @@ def read_reports(
         raise InputError(f"unknown input format {input_format!r}; choose from {', '.join(INPUT_FORMATS)}")
     if on_empty not in ("skip", "error"):
         raise InputError(f"on_empty must be 'skip' or 'error', not {on_empty!r}")
+    if on_not_english not in ("skip", "error", "keep"):
+        raise InputError(f"on_not_english must be 'skip', 'error' or 'keep', not {on_not_english!r}")
     source = Path(path)
     if not source.exists():
         raise InputError("no such file or directory", file=source)
@@ -157,6 +171,13 @@ def read_reports(
                     "no findings or impression text", file=report.extra.get("source", source), record=where, field="text"
                 )
             counts.skipped.append(report.report_id)
+            continue
+        reason = not_english_reason(report.text) if on_not_english != "keep" else None
+        if reason is not None:
+            if on_not_english == "error":
+                raise InputError(f"not English ({reason}); the extractor reads English reports only",
+                                 file=report.extra.get("source", source), record=where, field="text")
+            counts.not_english.append(report.report_id)
             continue
         counts.read += 1
         yield report
@@ -262,15 +283,20 @@ def _section_name(header: str) -> str:
 
 
 def _read_file(path: Path) -> str:
+    require_file(path)
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=path) from err
+        data = path.read_bytes()
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror}", file=path) from err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(utf8_fault(data) or str(err), file=path) from None
 
 
 def _read_iu_xray_csv(path: Path) -> Iterator[tuple[RawReport, str]]:
+    # The limit is process-wide; raise it, never lower what a caller set.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD_CHARS))
     rows = csv.DictReader(io.StringIO(_read_file(path), newline=""))
     try:
         columns = [c.strip() for c in rows.fieldnames or []]

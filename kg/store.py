@@ -27,14 +27,14 @@ before (it has no ``source_label`` column); ``kg build`` again to add it.
 
 Stores hold no timestamps, so the same inputs and options give the same tables and metadata.
 Writes never touch the target file until they have succeeded: :func:`atomic_build` and
-:func:`atomic_update` work on a temporary file beside it and ``os.replace`` it at the end.
+:func:`atomic_update` work on a temporary file beside it and ``os.replace`` it at the end, and
+first delete the temporaries that killed writes left there (:mod:`kg.temporaries`).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata as package_metadata
@@ -44,6 +44,7 @@ from typing import Any
 import duckdb
 
 from kg.errors import InputError
+from kg.temporaries import remove_stale_temporaries, temporary_path
 
 SCHEMA_VERSION = 2
 
@@ -97,6 +98,8 @@ def open_store(path: str | os.PathLike, read_only: bool = True) -> duckdb.DuckDB
             was written with a newer schema.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, expected a store file", file=path)
     if not path.is_file():
         raise InputError("no such store; build one with `kg build`", file=path)
     try:
@@ -139,7 +142,8 @@ def atomic_build(path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(path)
+    remove_stale_temporaries(path)
+    temp = temporary_path(path)
     try:
         con = duckdb.connect(str(temp))
         try:
@@ -167,7 +171,8 @@ def atomic_update(path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection
     """
     path = Path(path)
     open_store(path, read_only=True).close()
-    temp = _temp_path(path)
+    remove_stale_temporaries(path)
+    temp = temporary_path(path)
     try:
         shutil.copyfile(path, temp)
         con = open_store(temp, read_only=False)
@@ -225,14 +230,6 @@ def store_stats(con: duckdb.DuckDBPyConnection, top: int = 10) -> dict[str, Any]
         "top_triplets": top_triplets,
         "metadata": read_metadata(con),
     }
-
-
-def _temp_path(path: Path) -> Path:
-    # DuckDB refuses an existing empty file, so reserve a unique name and hand DuckDB a fresh one.
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    os.unlink(name)
-    return Path(name)
 
 
 def _remove_temp(temp: Path) -> None:

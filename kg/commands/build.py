@@ -36,7 +36,7 @@ MAX_LISTED_ERRORS = 20
 #: Options each source accepts, besides --source and --no-progress; anything else is an error.
 SOURCE_OPTIONS = {
     "radgraph": ("input", "out", "format", "labeler", "absent", "skip_invalid", "workers"),
-    "reports": ("input", "out", "input_format", "backend", "absent"),
+    "reports": ("input", "out", "input_format", "backend", "absent", "strict"),
     "gk": ("graph", "out"),
     "umls": ("umls_dir", "store", "sab", "sty", "linker"),
 }
@@ -49,6 +49,7 @@ DEFAULTS = {
     "workers": "auto",
     "input_format": "auto",
     "backend": "rules",
+    "strict": False,
     "linker": "scispacy",
 }
 
@@ -83,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reports.add_argument("--input-format", metavar="FORMAT",
                          help="auto (default), iu-xray-csv, mimic-txt, jsonl or text")
     reports.add_argument("--backend", metavar="NAME", help="annotator: rules (default), stanza or scispacy")
+    reports.add_argument("--strict", action="store_true", default=None,
+                         help="stop at the first report not in English instead of skipping it")
     gk = parser.add_argument_group("gk")
     gk.add_argument("--graph", metavar="FILE", help="GK definition YAML (default: the shipped chest graph)")
     umls = parser.add_argument_group("umls")
@@ -154,19 +157,23 @@ def _build_radgraph(args: argparse.Namespace) -> int:
 
 def _build_reports(args: argparse.Namespace) -> int:
     from kg.build import build_store
+    from kg.commands.extract import warn_skipped
     from kg.extract import extract_reports
     from kg.reports_io import ReadStats
 
     inputs = [Path(p) for p in args.input]
     stats = [ReadStats() for _ in inputs]
     records = itertools.chain.from_iterable(
-        extract_reports(path, input_format=args.input_format, backend=args.backend, stats=counter)
+        extract_reports(path, input_format=args.input_format, backend=args.backend, stats=counter,
+                        on_not_english="error" if args.strict else "skip")
         for path, counter in zip(inputs, stats)
     )
     options = {"input_format": args.input_format, "backend": args.backend}
     summary = build_store(records, args.out, source="reports", inputs=inputs, options=options,
                           progress=not args.no_progress, absent=args.absent)
-    print(dataclasses.replace(summary, skipped=sum(len(counter.skipped) for counter in stats)))
+    skipped = sum(len(counter.skipped) + len(counter.not_english) for counter in stats)
+    print(dataclasses.replace(summary, skipped=skipped))
+    warn_skipped("kg build", ReadStats(not_english=[i for counter in stats for i in counter.not_english]))
     return 0
 
 

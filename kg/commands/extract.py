@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
 from kg.extract import BACKENDS
 from kg.reports_io import INPUT_FORMATS
+
+if TYPE_CHECKING:
+    from kg.reports_io import ReadStats
 
 DESCRIPTION = """\
 Annotate radiology reports with RadGraph-format entities (ANAT-DP, OBS-DP, OBS-U, OBS-DA) and
@@ -47,7 +52,16 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scispacy-model", metavar="NAME_OR_PATH",
                         help="installed scispaCy model package or model directory (scispacy backend)")
     parser.add_argument("--strict", action="store_true",
-                        help="stop at the first report without findings/impression text instead of skipping it")
+                        help="stop at the first report without findings/impression text, or not in English, "
+                             "instead of skipping it")
+
+
+def warn_skipped(prog: str, stats: "ReadStats") -> None:
+    """Print to stderr how many reports were skipped for not being English, naming the first few."""
+    if stats.not_english:
+        first = ", ".join(stats.not_english[:5]) + (", ..." if len(stats.not_english) > 5 else "")
+        print(f"{prog}: warning: skipped {len(stats.not_english)} reports not in English ({first}); "
+              "--strict stops at the first", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
         input_format=args.input_format,
         backend=args.backend,
         on_empty="error" if args.strict else "skip",
+        on_not_english="error" if args.strict else "skip",
         stats=stats,
         stanza_dir=args.stanza_dir,
         scispacy_model=args.scispacy_model,
     )
     count = write_records(records, args.out)
+    warn_skipped("kg extract", stats)
     skipped = f"; skipped {len(stats.skipped)} without text" if stats.skipped else ""
     print(f"annotated {count} reports ({args.backend}){skipped} -> {args.out}")
     return 0

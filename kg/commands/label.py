@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from kg.commands.extract import add_input_arguments
+from kg.commands.extract import add_input_arguments, warn_skipped
 
 DESCRIPTION = """\
 Label each report with the 14 CheXpert observations and the 20 GK findings: 1 positive,
@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         input_format=args.input_format,
         on_empty="error" if args.strict else "skip",
+        on_not_english="error" if args.strict else "skip",
         stats=stats,
         stanza_dir=args.stanza_dir,
         scispacy_model=args.scispacy_model,
     )
     write_labels(frame, args.out)
+    warn_skipped("kg label", stats)
     positives = ", ".join(f"{c} {int((frame[c] == 1).sum())}" for c in chexpert_columns())
     skipped = f"; skipped {len(stats.skipped)} without text" if stats.skipped else ""
     print(f"labelled {len(frame)} reports{skipped} -> {args.out}")
