@@ -254,7 +254,9 @@ def load(path: str | os.PathLike) -> EntityEmbeddings:
         relations = json.loads((path / RELATIONS_FILE).read_text(encoding="utf-8"))
         metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise InputError(f"not an entity embedding directory (missing {Path(err.filename).name}); "
+        # safetensors raises without a file name; it is the first file read.
+        missing = Path(err.filename).name if err.filename else EMBEDDINGS_FILE
+        raise InputError(f"not an entity embedding directory (missing {missing}); "
                          "write one with `kg embed`", file=path) from err
     except (SafetensorError, ValueError) as err:
         raise InputError(f"unreadable entity embeddings: {err}", file=path) from err

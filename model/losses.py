@@ -1,4 +1,6 @@
-"""MOTOR's objectives as small modules: ITC (Eq. 10–11), ITM (Eq. 12–13), LM (Eq. 14), MLC (Eq. 9)."""
+"""Objectives as small modules: MOTOR's ITC (Eq. 10–11), ITM (Eq. 12–13), LM (Eq. 14), MLC (Eq. 9); MLM and
+MIM (M3AE); knowledge alignment (ARL's AK, Eq. 10–14 of the ARL paper).
+"""
 from __future__ import annotations
 
 import torch
@@ -150,3 +152,60 @@ class MultiLabelLoss(nn.Module):
         targets = torch.nan_to_num(targets, nan=0.0)
         losses = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
         return (losses * counted).sum() / counted.sum().clamp(min=1)
+
+
+class MaskedLanguageModelingLoss(nn.Module):
+    """MLM (BERT; M3AE, ARL): cross-entropy of the chosen tokens' original ids.
+
+    ``forward(logits (..., V), labels (...)) -> loss``: labels are ``-100`` where nothing is
+    predicted (:attr:`model.masking.MaskedTokens.labels`); mean over the predicted tokens. Logits
+    may cover every position (B, L, V) or only the chosen ones (M, V) with labels (M,).
+    """
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.reshape(-1)
+        if not bool((labels != IGNORE_INDEX).any()):
+            # No chosen token (every report empty): a zero that keeps the graph, not cross-entropy's NaN.
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=IGNORE_INDEX)
+
+
+class MaskedImageModelingLoss(nn.Module):
+    """MIM (MAE; M3AE): mean squared error of the predicted pixels on the masked patches only.
+
+    With ``normalise_pixels`` each target patch is standardised by its own mean and variance first
+    (MAE's ``norm_pix_loss``, which M3AE uses). ``forward(prediction (B, N, P), target (B, N, P)
+    pixels from :func:`model.masking.patchify`, mask (B, N) bool True = masked) -> loss``: the
+    squared error is averaged over a patch's pixels, then over the masked patches.
+    """
+
+    def __init__(self, normalise_pixels: bool = True, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.normalise_pixels = normalise_pixels
+        self.eps = eps
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        target = target.float()
+        if self.normalise_pixels:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True, unbiased=True)
+            target = (target - mean) / (var + self.eps).sqrt()
+        per_patch = ((prediction.float() - target) ** 2).mean(dim=-1)
+        weights = mask.to(per_patch.dtype)
+        return (per_patch * weights).sum() / weights.sum().clamp(min=1)
+
+
+class KnowledgeAlignmentLoss(nn.Module):
+    """ARL's AK (Eq. 10–14): binary cross-entropy of ``p_i = σ(e_iᵀ W h)`` against the report's entities.
+
+    ``forward(image_logits (B, N), text_logits (B, N), targets (B, N)) -> loss``, with targets 1
+    for the entities of the report (:func:`model.arl_knowledge.entity_targets`) and 0 for every
+    other entity of the vocabulary; the image term and the text term, each a mean over (B, N),
+    are summed (as the reference ARL code does).
+    """
+
+    def forward(self, image_logits: torch.Tensor, text_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.float()
+        image = F.binary_cross_entropy_with_logits(image_logits.float(), targets)
+        text = F.binary_cross_entropy_with_logits(text_logits.float(), targets)
+        return image + text

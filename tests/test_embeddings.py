@@ -151,6 +151,11 @@ def test_unknown_entity_names_the_closest_labels(saved):
         load(saved).vector("finding3_1x")
 
 
+def test_load_names_the_missing_tensor_file(tmp_path):
+    with pytest.raises(InputError, match="missing entity_embeddings.safetensors"):
+        load(tmp_path)
+
+
 def test_load_rejects_incomplete_or_corrupt_directories(saved, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
