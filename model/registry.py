@@ -94,3 +94,16 @@ DEFAULT_METHOD = "motor"
 MOTOR = register_method(
     Method(name="motor", config="model.config:MotorConfig", model="model.motor:MotorModel", builder="model.motor:build_model")
 )
+M3AE = register_method(
+    Method(name="m3ae", config="model.m3ae_config:M3AEConfig", model="model.m3ae:M3AEModel", builder="model.m3ae:build_model")
+)
+ARL = register_method(
+    Method(name="arl", config="model.m3ae_config:ARLConfig", model="model.m3ae:ARLModel", builder="model.m3ae:build_arl")
+)
+
+
+def load_pretrained(directory: Any, map_location: Any = "cpu") -> Any:
+    """The model saved in ``directory`` (``save_pretrained``), built by the method it records."""
+    from model.pretrained import read_method
+
+    return get_method(read_method(directory)).model_class().from_pretrained(directory, map_location)

@@ -2,7 +2,8 @@
 
 * Retrieval ranks by the cosine similarity of the L2-normalised image and report features (ITC
   space, ``encode_image`` / ``encode_text``); optionally the top ``itm_k`` candidates of every query
-  are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval.
+  are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval. A method without
+  ITC (M3AE, ARL) ranks every pair by its ITM match probability (``match_matrix``).
 * Generation writes reports greedily and with beam search and scores them with BLEU-1..4, METEOR,
   ROUGE-L, CIDEr and clinical efficacy (CheXpert-label P/R/F1 of ``kg label``, both uncertain-label
   policies), next to the "most frequent training report" baseline.
@@ -114,24 +115,55 @@ def retrieval_evaluation(
         itm_k: also score with ITM re-ranking of the top ``itm_k`` candidates (0: ITC only).
 
     Returns:
-        ``{"itc": metrics, "itm": metrics (when itm_k), "n": N, "distinct_reports": int}`` with
-        ``metrics`` as :func:`pipelines.metrics.retrieval_metrics` returns them (recalls, median
+        ``{"itc": metrics, "itm": metrics (when itm_k), "n": N, "distinct_reports": int, "ranked_by":
+        "itc"}``; for a model without ITC ``{"itm": metrics, ..., "ranked_by": "itm"}`` (every pair
+        scored by ITM; :func:`ranked_by` picks the primary metrics either way), with ``metrics`` as :func:`pipelines.metrics.retrieval_metrics` returns them (recalls, median
         ranks, ``mean_R`` and their ``chance`` levels).
     """
     from pipelines.metrics import retrieval_metrics
 
+    positives = same_report_mask(dataset.reports())
+    if not hasattr(model, "encode_image"):
+        return {
+            "n": len(dataset),
+            "distinct_reports": int(len(np.unique(positives, axis=0))),
+            "ranked_by": "itm",
+            "itm": retrieval_metrics(itm_score_matrix(model, dataset, collate_fn, batch_size=batch_size,
+                                                     device=device), positives),
+        }
     image_feats, text_feats = retrieval_features(model, dataset, collate_fn, batch_size=batch_size, device=device)
     similarity = image_feats @ text_feats.T
-    positives = same_report_mask(dataset.reports())
     result: dict[str, Any] = {
         "n": len(dataset),
         "distinct_reports": int(len(np.unique(positives, axis=0))),
+        "ranked_by": "itc",
         "itc": retrieval_metrics(similarity.numpy(), positives),
     }
     if itm_k:
         scores = itm_rerank(model, dataset, collate_fn, similarity, k=itm_k, batch_size=batch_size, device=device)
         result["itm"] = retrieval_metrics(scores, positives)
     return result
+
+
+def ranked_by(retrieval: dict[str, Any]) -> dict[str, Any]:
+    """The primary metrics of a :func:`retrieval_evaluation` result (ITC, or ITM for M3AE / ARL)."""
+    return retrieval[retrieval.get("ranked_by", "itc")]
+
+
+@torch.no_grad()
+def itm_score_matrix(
+    model: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """``(N, N)`` ITM match probability of every image (rows) with every report (columns).
+
+    Each image and each report is encoded once; only the fusion runs per pair
+    (``model.image_tokens`` / ``text_side`` / ``match_matrix``).
+    """
+    model.eval()
+    batches = [to_device(batch, device) for batch in _loader(dataset, collate_fn, batch_size)]
+    image_tokens = torch.cat([model.image_tokens(batch["image"]) for batch in batches])
+    columns = [model.match_matrix(image_tokens, model.text_side(batch)).float().cpu() for batch in batches]
+    return torch.cat(columns, dim=1).double().numpy()
 
 
 @torch.no_grad()

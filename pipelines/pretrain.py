@@ -41,11 +41,12 @@ from pipelines.run_bundle import RunResult, describe_file
 
 
 def retrieval_validator(dataset: MotorSamples, collate_fn: Any, batch_size: int, device: Any) -> Callable[[Any], dict]:
-    """``validate(model) -> {"score": mean recall, ...}`` on ``dataset`` (zero-shot retrieval, ITC)."""
-    from pipelines.evaluate import retrieval_evaluation
+    """``validate(model) -> {"score": mean recall, ...}`` on ``dataset`` (zero-shot retrieval: ITC, or
+    ITM for a method without ITC)."""
+    from pipelines.evaluate import ranked_by, retrieval_evaluation
 
     def validate(model: Any) -> dict[str, float]:
-        metrics = retrieval_evaluation(model, dataset, collate_fn, batch_size=batch_size, device=device)["itc"]
+        metrics = ranked_by(retrieval_evaluation(model, dataset, collate_fn, batch_size=batch_size, device=device))
         return {"score": metrics["mean_R"], **{k: v for k, v in metrics.items() if isinstance(v, float)}}
 
     return validate
@@ -98,10 +99,12 @@ def pretrain(
             store=Path(config.knowledge.store) if config.knowledge.store else None, say=say,
         )
 
-    from model.registry import DEFAULT_METHOD, get_method
+    from model.pretrained import saved_method_name
+    from model.registry import get_method
 
+    method = saved_method_name(model_config)
     seed_everything(config.train.seed)
-    model = get_method(DEFAULT_METHOD).build(model_config, tokenizer)
+    model = get_method(method).build(model_config, tokenizer)
     collate = make_collator(tokenizer, model_config)
     validate = None
     val_studies = load_split(manifest, "val", model_config, config.data.missing)
@@ -113,7 +116,8 @@ def pretrain(
     def forward_kwargs(progress: TrainingProgress, steps_per_epoch: int) -> dict[str, float]:
         return {"alpha": model_config.alpha * min(1.0, progress.step / steps_per_epoch)}
 
-    say(f"pretraining MOTOR ({model_config.knowledge}) on {ctx.device} x {ctx.world_size}")
+    variant = _parts_summary(model_config) if hasattr(model_config, "parts") else model_config.knowledge
+    say(f"pretraining {method} ({variant}) on {ctx.device} x {ctx.world_size}")
     started = time.perf_counter()
     fitted = fit(
         model,
@@ -129,7 +133,7 @@ def pretrain(
         num_workers=config.data.num_workers,
         show_progress=show_progress,
         tensorboard=tensorboard,
-        desc=f"pretrain {model_config.knowledge}",
+        desc=f"pretrain {method} {variant}",
     )
     elapsed = time.perf_counter() - started
     load_chosen_weights(model, fitted, ctx.device)
@@ -144,7 +148,7 @@ def pretrain(
     if ctx.is_main:
         model.save_pretrained(run_dir / MODEL_DIR)
         test_studies = load_split(manifest, "test", model_config, config.data.missing)
-        from pipelines.evaluate import retrieval_evaluation
+        from pipelines.evaluate import ranked_by, retrieval_evaluation
         from pipelines.metrics import metrics_table
 
         retrieval = retrieval_evaluation(
@@ -156,7 +160,7 @@ def pretrain(
             "validation": fitted.validation,
         }
         result.metrics_markdown = metrics_table(
-            {"zero-shot (test)": retrieval["itc"], "chance": _chance_row(retrieval)}
+            {f"zero-shot (test, {retrieval['ranked_by']})": ranked_by(retrieval), "chance": _chance_row(retrieval)}
         )
         result.data = {"manifest": describe_file(manifest)}
         result.checkpoints = checkpoint_summary(fitted, run_dir, "validation zero-shot retrieval mean recall")
@@ -168,14 +172,26 @@ def pretrain(
     return result
 
 
+def _parts_summary(model_config: Any) -> str:
+    """The switched-on parts of a co-attention method, e.g. ``mlm+mim+ak``."""
+    parts = model_config.parts
+    on = [name for name, enabled in (("mlm", parts.mlm.enabled), ("mim", parts.mim.enabled), ("ak", parts.knowledge.ak),
+                                     ("rk", parts.knowledge.rk), ("lk", parts.knowledge.lk)) if enabled]
+    return "+".join(on) or "itm"
+
+
 def _chance_row(retrieval: dict[str, Any]) -> dict[str, float]:
-    chance = retrieval["itc"]["chance"]
+    from pipelines.evaluate import ranked_by
+
+    chance = ranked_by(retrieval)["chance"]
     return {**chance, "mean_R": sum(chance.values()) / len(chance)}
 
 
 def _summary(retrieval: dict[str, Any]) -> str:
-    itc = retrieval["itc"]
-    return ", ".join(
+    from pipelines.evaluate import ranked_by
+
+    itc = ranked_by(retrieval)
+    return f"({retrieval['ranked_by']}) " + ", ".join(
         f"{direction} R@{k} {itc[f'{direction}_R@{k}']:.3f} (chance {itc['chance'][f'{direction}_R@{k}']:.3f})"
         for direction in ("i2t", "t2i")
         for k in (1, 5, 10)
