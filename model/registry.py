@@ -47,9 +47,10 @@ class Method:
         """The model class."""
         return _resolve(self.model)
 
-    def build(self, config: Any, tokenizer: Any) -> Any:
-        """A freshly initialised model for ``config``."""
-        return _resolve(self.builder)(config, tokenizer)
+    def build(self, config: Any, tokenizer: Any, **inputs: Any) -> Any:
+        """A freshly initialised model for ``config`` (``inputs``: what the builder also takes, e.g.
+        ARL's ``entity_names``)."""
+        return _resolve(self.builder)(config, tokenizer, **inputs)
 
 
 _METHODS: dict[str, Method] = {}
