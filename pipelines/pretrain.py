@@ -5,7 +5,8 @@ Stages, in order (rank 0 writes, every process trains):
 1. the manifest (``data.manifest``, or the synthetic set generated into ``RUN/data``);
 2. the report tokenizer (``RUN/tokenizer``), trained on the training split's reports;
 3. for knowledge switches with an SK path, the ``kg`` store of the training reports
-   (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once;
+   (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once; for ARL,
+   each study's entity sequence and the training vocabulary (:mod:`pipelines.arl_entities`);
 4. the model (``model.build_model``) and :func:`pipelines.loop.fit`, with BLIP's warm-up of the
    distillation weight: ``alpha`` rises linearly from 0 to ``config.alpha`` over the first epoch;
 5. the weights chosen on validation (zero-shot retrieval mean recall; the final ones without a
@@ -25,6 +26,8 @@ from pipelines.config import PretrainConfig, dump_config, resolve_model_config, 
 from pipelines.distributed import barrier
 from pipelines.loop import fit
 from pipelines.prepare import keeps_thread_count, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.arl_entities import EntityData, needs_entities
+from pipelines.prepare import RADGRAPH_NAME, companion_file
 from pipelines.sk_store import uses_sk
 from pipelines.run import (
     MODEL_DIR,
@@ -103,13 +106,27 @@ def pretrain(
     from model.registry import get_method
 
     method = saved_method_name(model_config)
-    seed_everything(config.train.seed)
-    model = get_method(method).build(model_config, tokenizer)
-    collate = make_collator(tokenizer, model_config)
-    validate = None
     val_studies = load_split(manifest, "val", model_config, config.data.missing)
+    test_studies = load_split(manifest, "test", model_config, config.data.missing)
+    collate = make_collator(tokenizer, model_config)
+    samples, build_inputs = MotorSamples, {}
+    if needs_entities(model_config):
+        entities = EntityData.prepare(
+            {"train": studies, "val": study_texts(val_studies), "test": study_texts(test_studies)},
+            companion_file(manifest, RADGRAPH_NAME),
+        )
+        say(f"entities: {len(entities.names)} in the training reports' vocabulary")
+        build_inputs["entity_names"] = entities.names
+        collate = entities.collator(collate)
+
+        def samples(studies: Any, sk: Any = None) -> Any:
+            return entities.samples(MotorSamples(studies, sk))
+
+    seed_everything(config.train.seed)
+    model = get_method(method).build(model_config, tokenizer, **build_inputs)
+    validate = None
     if config.train.validate and len(val_studies) > 1:
-        validate = retrieval_validator(MotorSamples(val_studies), collate, config.eval.batch_size, ctx.device)
+        validate = retrieval_validator(samples(val_studies), collate, config.eval.batch_size, ctx.device)
     # Each process draws its own dropout masks and negatives; initial weights came from the shared seed.
     seed_everything(config.train.seed + ctx.rank)
 
@@ -121,7 +138,7 @@ def pretrain(
     started = time.perf_counter()
     fitted = fit(
         model,
-        MotorSamples(train_studies, sentences),
+        samples(train_studies, sentences),
         collate,
         train=config.train,
         optim=config.optim,
@@ -147,12 +164,11 @@ def pretrain(
     )
     if ctx.is_main:
         model.save_pretrained(run_dir / MODEL_DIR)
-        test_studies = load_split(manifest, "test", model_config, config.data.missing)
         from pipelines.evaluate import ranked_by, retrieval_evaluation
         from pipelines.metrics import metrics_table
 
         retrieval = retrieval_evaluation(
-            model, MotorSamples(test_studies), collate, batch_size=config.eval.batch_size, device=ctx.device
+            model, samples(test_studies), collate, batch_size=config.eval.batch_size, device=ctx.device
         )
         result.metrics = {
             "zero_shot_retrieval": retrieval,
