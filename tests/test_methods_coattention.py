@@ -194,3 +194,48 @@ def test_pretrain_cli_runs_m3ae_and_ranks_retrieval_by_itm(tmp_path):
     saved = load_pretrained(out / "model")
     assert isinstance(saved, M3AEModel) and saved.config.parts.mim.layer == 1
     assert saved.config.parts.fusion.width == M3AEConfig.preset("tiny").parts.fusion.width  # preset kept
+
+
+# ---------------------------------------------------------------------------- ARL's entity data
+def test_entity_collator_maps_each_mention_to_its_tokens_and_vocabulary_row(tokenizer):
+    from kg.records import Entity, ReportRecord
+    from model.processing import MotorCollator
+    from pipelines.arl_entities import EntityCollator, Mention, entity_vocabulary, locate_mentions
+
+    report = "Small left pleural effusion. No pneumothorax."
+    record = ReportRecord("s1", "Small left pleural effusion . No pneumothorax .", entities={
+        "1": Entity("1", "pleural", "ANAT-DP", 2, 2), "2": Entity("2", "effusion", "OBS-DP", 3, 3),
+        "3": Entity("3", "pneumothorax", "OBS-DA", 6, 6)})
+    mentions = locate_mentions(report, record)
+    assert [(m.name, report[m.start:m.end]) for m in mentions] == [
+        ("pleural", "pleural"), ("effusion", "effusion"), ("pneumothorax", "pneumothorax")]
+    names = entity_vocabulary({"s1": mentions, "s2": [Mention("effusion", 0, 1)]})
+    assert names[0] == "effusion" and set(names) == {"pleural", "effusion", "pneumothorax"}
+    config = tiny("arl")
+    collate = EntityCollator(MotorCollator.from_config(tokenizer, config), ["effusion", "pleural"])
+    samples = [{"image": torch.rand(3, 64, 64), "report": report, "index": 0, "mentions": mentions},
+               {"image": torch.rand(3, 64, 64), "report": "heart size is normal", "index": 1, "mentions": []}]
+    batch = collate(samples)
+    assert batch["entity_ids"].tolist() == [[1, 0], [PADDING_ENTITY, PADDING_ENTITY]]  # pneumothorax: not in vocabulary
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    for slot, word in enumerate(["pleural", "effusion"]):
+        start, end = batch["entity_spans"][0][slot]
+        assert "".join(t.removeprefix("##") for t in tokens[start:end]) == word
+        assert batch["entity_position_map"][0, slot].nonzero().squeeze(1).tolist() == list(range(start, end))
+    assert batch["entity_position_map"][1].sum() == 0
+
+
+@pytest.mark.timeout(120)
+def test_pretrain_cli_runs_arl_with_the_reports_entities(tmp_path):
+    import json
+
+    from pipelines.cli import main
+
+    out = tmp_path / "arl"
+    assert main(["pretrain", "--method", "arl", "--out", str(out), "--no-progress",
+                 "--set", "data.synthetic_n=24", "--set", "train.batch_size=4", "--set", "train.max_steps=2",
+                 "--set", "eval.batch_size=8"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["zero_shot_retrieval"]["ranked_by"] == "itm"
+    saved = load_pretrained(out / "model")
+    assert isinstance(saved, ARLModel) and len(saved.entity_names) > 5
+    assert (out / "model" / "entities.txt").read_text().split("\n")[0] == saved.entity_names[0]
