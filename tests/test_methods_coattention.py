@@ -239,3 +239,27 @@ def test_pretrain_cli_runs_arl_with_the_reports_entities(tmp_path):
     saved = load_pretrained(out / "model")
     assert isinstance(saved, ARLModel) and len(saved.entity_names) > 5
     assert (out / "model" / "entities.txt").read_text().split("\n")[0] == saved.entity_names[0]
+
+
+# ---------------------------------------------------------------------------- ablation
+def test_ablation_method_variants_switch_only_their_parts(tmp_path):
+    from pipelines.ablate import _variant_config, ablation_table, parse_variants
+    from pipelines.config import PretrainConfig, resolve_model_config
+
+    assert parse_variants("full arl:none,arl:ak m3ae:mim") == ["full", "arl:none", "arl:ak", "m3ae:mim"]
+    base = PretrainConfig(model={"preset": "tiny", "knowledge": "full", "dropout": 0.0})
+    configs = {v: resolve_model_config(_variant_config(base, v, tmp_path / "m.jsonl").model)
+               for v in ("full", "m3ae:mlm", "m3ae:mim", "arl:none", "arl:rk", "arl:full")}
+    assert configs["full"].knowledge == "full" and configs["full"].dropout == 0.0
+    assert (configs["m3ae:mlm"].parts.mlm.enabled, configs["m3ae:mlm"].parts.mim.enabled) == (True, False)
+    assert (configs["m3ae:mim"].parts.mlm.enabled, configs["m3ae:mim"].parts.mim.enabled) == (False, True)
+    switches = {v: (c.parts.knowledge.ak, c.parts.knowledge.rk, c.parts.knowledge.lk)
+                for v, c in configs.items() if v.startswith("arl")}
+    assert switches == {"arl:none": (False,) * 3, "arl:rk": (False, True, False), "arl:full": (True,) * 3}
+    assert all(c.dropout == 0.0 and c.parts.fusion.width == 64 for v, c in configs.items() if ":" in v)  # shared kept
+
+    recalls = {f"{d}_R@{k}": 0.5 for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    metrics = {**recalls, "chance": recalls}
+    table = ablation_table({"full": {"itc": metrics, "n": 4, "ranked_by": "itc"},
+                            "arl:rk": {"itm": metrics, "n": 4, "ranked_by": "itm"}})
+    assert "| full |" in table and "| arl:rk (ITM) |" in table
