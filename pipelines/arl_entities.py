@@ -164,13 +164,16 @@ class EntityData:
     names: list[str]
 
     @classmethod
-    def prepare(cls, splits: Mapping[str, Sequence[tuple[str, str]]], radgraph_path: Path | None) -> EntityData:
-        """Mentions of the ``{split: [(study_id, report)]}`` studies; the vocabulary from ``train``."""
+    def prepare(cls, splits: Mapping[str, Sequence[tuple[str, str]]], radgraph_path: Path | None,
+                names: Sequence[str] | None = None) -> EntityData:
+        """Mentions of the ``{split: [(study_id, report)]}`` studies; the vocabulary from ``train``,
+        unless ``names`` (a pretrained model's vocabulary) is given."""
         mentions: dict[str, list[Mention]] = {}
         for studies in splits.values():
             mentions.update(report_mentions(studies, radgraph_path))
-        train = {study_id: mentions[study_id] for study_id, _ in splits["train"]}
-        return cls(mentions=mentions, names=entity_vocabulary(train))
+        if names is None:
+            names = entity_vocabulary({study_id: mentions[study_id] for study_id, _ in splits["train"]})
+        return cls(mentions=mentions, names=list(names))
 
     def samples(self, samples: Dataset) -> EntitySamples:
         """``samples`` with each item's mentions."""
