@@ -132,6 +132,54 @@ class M3AEModel(nn.Module):
             self.mim_loss = MaskedImageModelingLoss(parts.mim.normalise_pixels)
         if parts.knowledge.ak:
             self.ak_loss = KnowledgeAlignmentLoss()
+        if config.report_decoder:
+            self._build_report_decoder()
+
+    def _build_report_decoder(self) -> None:
+        from model.encoders import build_text_decoder
+        from model.losses import LanguageModelingLoss
+
+        self.text_decoder = build_text_decoder(text_config(self.config, len(self.tokenizer), self.token_ids))
+        self.lm_loss = LanguageModelingLoss(self.config.label_smoothing)
+
+    @torch.no_grad()
+    def attach_report_decoder(self) -> bool:
+        """Give the model a report decoder for generation, initialised from the text encoder.
+
+        M3AE and ARL pretrain no decoder. The decoder (MOTOR's causal ``BlipTextLMHeadModel`` with
+        cross-attention to the image tokens) takes every E_t tensor of the same name and shape
+        (embeddings, self-attention, feed-forward, the output projection tied to the word
+        embeddings); its cross-attention layers start random. ``config.report_decoder`` becomes
+        true, so a saved model is rebuilt with it.
+
+        Returns:
+            Whether a decoder was attached (``False``: the model already has one).
+        """
+        if hasattr(self, "text_decoder"):
+            return False
+        self.config = self.config.replace(report_decoder=True)
+        self._build_report_decoder()
+        own = self.text_decoder.bert.state_dict()
+        for name, value in self.text_encoder.state_dict().items():
+            if name in own and own[name].shape == value.shape:
+                own[name].copy_(value)
+        device = self.text_encoder.embeddings.word_embeddings.weight.device
+        self.text_decoder.to(device)
+        self.lm_loss.to(device)
+        return True
+
+    def generate(self, images: torch.Tensor, max_length: int = 60, min_length: int = 1, num_beams: int = 1,
+                 repetition_penalty: float = 1.0) -> list[str]:
+        """Write a report for each image with the attached decoder (:meth:`attach_report_decoder`)."""
+        from model.generation import generate_reports
+
+        if not hasattr(self, "text_decoder"):
+            raise InputError(f"{self.config.method} has no report decoder: attach one first "
+                             "(motor finetune --task generation does)", field="report_decoder")
+        with torch.no_grad():
+            tokens = self.image_tokens(images)
+        return generate_reports(self.text_decoder, self.tokenizer, tokens, self.token_ids, max_length=max_length,
+                                min_length=min_length, num_beams=num_beams, repetition_penalty=repetition_penalty)
 
     @property
     def entity_names(self) -> list[str] | None:

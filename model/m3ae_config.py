@@ -36,6 +36,8 @@ class M3AEConfig(MotorConfig):
             the pretraining pipeline).
         mlm_weight / mim_weight / ak_weight: weights of the MLM, MIM and knowledge-alignment
             losses (``itm_weight`` is MotorConfig's).
+        report_decoder: the model carries a report decoder (set when report generation attached
+            one, :meth:`model.m3ae.M3AEModel.attach_report_decoder`; the methods have none).
     """
 
     method: ClassVar[str] = "m3ae"
@@ -46,6 +48,7 @@ class M3AEConfig(MotorConfig):
     mlm_weight: float = 1.0
     mim_weight: float = 1.0
     ak_weight: float = 1.0
+    report_decoder: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

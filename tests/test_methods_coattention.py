@@ -263,3 +263,24 @@ def test_ablation_method_variants_switch_only_their_parts(tmp_path):
     table = ablation_table({"full": {"itc": metrics, "n": 4, "ranked_by": "itc"},
                             "arl:rk": {"itm": metrics, "n": 4, "ranked_by": "itm"}})
     assert "| full |" in table and "| arl:rk (ITM) |" in table
+
+
+# ---------------------------------------------------------------------------- downstream
+def test_generation_attaches_a_decoder_initialised_from_the_text_encoder_and_it_survives_save_load(tokenizer, tmp_path):
+    config = tiny()
+    model = build(config, tokenizer)
+    assert not hasattr(model, "text_decoder")
+    with pytest.raises(Exception, match="no report decoder"):
+        model.generate(torch.zeros(1, 3, 64, 64))
+    assert model.attach_report_decoder() and not model.attach_report_decoder()
+    assert model.config.report_decoder
+    decoder, encoder = model.text_decoder.bert.state_dict(), model.text_encoder.state_dict()
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
+                 "encoder.layer.1.output.dense.weight"):
+        assert torch.equal(decoder[name], encoder[name]), name
+    model.eval()
+    reports = model.generate(torch.zeros(2, 3, 64, 64), max_length=8)
+    assert len(reports) == 2 and all(isinstance(r, str) for r in reports)
+    model.save_pretrained(tmp_path / "model")
+    loaded = load_pretrained(tmp_path / "model").eval()
+    assert loaded.generate(torch.zeros(2, 3, 64, 64), max_length=8) == reports
