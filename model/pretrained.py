@@ -55,6 +55,12 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra_files:
     return directory
 
 
+def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """The model saved in ``directory`` (``save_pretrained``), built by the method it records
+    (:mod:`model.registry`): a ``MotorModel``, ``M3AEModel`` or ``ARLModel``."""
+    return get_method(read_method(directory)).model_class().from_pretrained(directory, map_location)
+
+
 def saved_method_name(config: Any) -> str:
     """The registered method a config belongs to (its class attribute ``method``; MOTOR's has none)."""
     return getattr(type(config), "method", DEFAULT_METHOD)

@@ -102,9 +102,3 @@ ARL = register_method(
     Method(name="arl", config="model.m3ae_config:ARLConfig", model="model.m3ae:ARLModel", builder="model.m3ae:build_arl")
 )
 
-
-def load_pretrained(directory: Any, map_location: Any = "cpu") -> Any:
-    """The model saved in ``directory`` (``save_pretrained``), built by the method it records."""
-    from model.pretrained import read_method
-
-    return get_method(read_method(directory)).model_class().from_pretrained(directory, map_location)

@@ -13,7 +13,8 @@ from model_cases import REPORTS, make_batch
 from model.arl_knowledge import PADDING_ENTITY, entity_position_map, entity_token_spans
 from model.m3ae import ARLModel, M3AEModel
 from model.m3ae_config import ARLConfig, M3AEConfig
-from model.registry import get_method, load_pretrained
+from model.pretrained import load_pretrained
+from model.registry import get_method
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -64,14 +64,14 @@ def resolve_source(path: str | Path) -> Source:
 
 
 def load_motor(source: Source, overrides: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> Any:
-    """The pretrained model of the method its directory records (:func:`model.registry.load_pretrained`),
+    """The pretrained model of the method its directory records (:func:`model.pretrained.load_pretrained`),
     with ``overrides`` of its config (e.g. dropout or loss weights) applied by rebuilding it and
     loading the same weights.
 
     Raises:
         InputError: an override changes the architecture, so the weights no longer fit.
     """
-    from model.registry import load_pretrained
+    from model.pretrained import load_pretrained
 
     motor = load_pretrained(source.model_dir)
     if overrides:
