@@ -21,6 +21,7 @@ from kg.atomic import has_format_marker, replace_directory
 from kg.errors import InputError, MissingResourceError
 from kg.files import read_json
 from model.config import MotorConfig
+from model.registry import DEFAULT_METHOD, get_method, method_names
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -28,9 +29,13 @@ FORMAT = "motor-kg/model"
 FORMAT_VERSION = 1
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` (with ``config`` and ``tokenizer`` attributes) to ``directory``, replacing an
     earlier saved model there atomically.
+
+    ``config.json`` records the method (``config.method``, default ``motor``) so that
+    :func:`read_config` rebuilds the right config class; ``extra_files`` (name → text) are written
+    beside the weights (e.g. ARL's entity vocabulary).
 
     Raises:
         InputError: ``directory`` exists, is not empty and is not a saved MOTOR model (so a
@@ -40,32 +45,64 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 
     directory = Path(directory)
     with replace_directory(directory, is_replaceable=_replaceable, what="a saved MOTOR model directory") as tmp:
-        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "motor_config": model.config.to_dict()}
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": saved_method_name(model.config),
+                    "motor_config": model.config.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.tokenizer.save_pretrained(str(tmp))
     return directory
 
 
+def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """The model saved in ``directory`` (``save_pretrained``), built by the method it records
+    (:mod:`model.registry`): a ``MotorModel``, ``M3AEModel`` or ``ARLModel``."""
+    return get_method(read_method(directory)).model_class().from_pretrained(directory, map_location)
+
+
+def saved_method_name(config: Any) -> str:
+    """The registered method a config belongs to (its class attribute ``method``; MOTOR's has none)."""
+    return getattr(type(config), "method", DEFAULT_METHOD)
+
+
+def read_method(directory: str | os.PathLike) -> str:
+    """The method name recorded in a saved model directory (``motor`` for directories written before
+    methods were recorded)."""
+    document = _read_document(Path(directory))
+    method = document.get("method", DEFAULT_METHOD)
+    if method not in method_names():
+        raise InputError(f"unknown method {method!r}; registered: {', '.join(method_names())}",
+                         file=Path(directory) / CONFIG_FILE, field="method")
+    return method
+
+
 def read_config(directory: str | os.PathLike) -> MotorConfig:
-    """The :class:`MotorConfig` of a saved model directory.
+    """The config of a saved model directory, of its method's config class (:class:`MotorConfig` for MOTOR).
 
     Raises:
         MissingResourceError: no ``config.json`` there. InputError: it is not a MOTOR model config.
     """
     path = Path(directory) / CONFIG_FILE
+    document = _read_document(Path(directory))
+    config_class = get_method(read_method(directory)).config_class()
+    stored = document.get("motor_config")
+    if isinstance(stored, dict) and "momentum_knowledge" not in stored:
+        # Saved before the field existed, when every knowledge module had a momentum copy.
+        stored = {**stored, "momentum_knowledge": True}
+    return config_class.from_dict(stored, source=path)
+
+
+def _read_document(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
     if not path.is_file():
-        raise MissingResourceError(f"no saved MOTOR model at {Path(directory)} (config.json missing)")
+        raise MissingResourceError(f"no saved MOTOR model at {directory} (config.json missing)")
     document = read_json(path)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f"not a MOTOR model config (expected format {FORMAT!r})", file=path, field="format")
     if document.get("format_version") != FORMAT_VERSION:
         raise InputError(f"unsupported format_version {document.get('format_version')!r}", file=path, field="format_version")
-    stored = document.get("motor_config")
-    if isinstance(stored, dict) and "momentum_knowledge" not in stored:
-        # Saved before the field existed, when every knowledge module had a momentum copy.
-        stored = {**stored, "momentum_knowledge": True}
-    return MotorConfig.from_dict(stored, source=path)
+    return document
 
 
 def saved_config(directory: str | os.PathLike) -> MotorConfig:

@@ -47,9 +47,10 @@ class Method:
         """The model class."""
         return _resolve(self.model)
 
-    def build(self, config: Any, tokenizer: Any) -> Any:
-        """A freshly initialised model for ``config``."""
-        return _resolve(self.builder)(config, tokenizer)
+    def build(self, config: Any, tokenizer: Any, **inputs: Any) -> Any:
+        """A freshly initialised model for ``config`` (``inputs``: what the builder also takes, e.g.
+        ARL's ``entity_names``)."""
+        return _resolve(self.builder)(config, tokenizer, **inputs)
 
 
 _METHODS: dict[str, Method] = {}
@@ -94,3 +95,10 @@ DEFAULT_METHOD = "motor"
 MOTOR = register_method(
     Method(name="motor", config="model.config:MotorConfig", model="model.motor:MotorModel", builder="model.motor:build_model")
 )
+M3AE = register_method(
+    Method(name="m3ae", config="model.m3ae_config:M3AEConfig", model="model.m3ae:M3AEModel", builder="model.m3ae:build_model")
+)
+ARL = register_method(
+    Method(name="arl", config="model.m3ae_config:ARLConfig", model="model.m3ae:ARLModel", builder="model.m3ae:build_arl")
+)
+

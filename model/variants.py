@@ -60,3 +60,40 @@ def knowledge_variant(name: str, field: str = "knowledge") -> KnowledgeVariant:
         return _BY_NAME[name]
     except (KeyError, TypeError):
         raise InputError(f"must be one of {', '.join(KNOWLEDGE_VARIANTS)}; got {name!r}", field=field) from None
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A part-switch variant of a co-attention method, for the ablation (``motor ablate``).
+
+    Attributes:
+        name: ``"<method>:<variant>"`` as the command line writes it (``"arl:rk"``).
+        method: the registered method (``m3ae``, ``arl``).
+        coattention: the ``model.coattention`` sections it sets (``{"mim": {"enabled": False}}``).
+    """
+
+    name: str
+    method: str
+    coattention: dict
+
+
+_ARL_OFF = {"ak": False, "rk": False, "lk": False}
+
+#: M3AE's objective variants and ARL's Table 4 (its knowledge parts one at a time, then all).
+METHOD_VARIANTS: tuple[MethodVariant, ...] = (
+    MethodVariant("m3ae:mlm", "m3ae", {"mlm": {"enabled": True}, "mim": {"enabled": False}}),
+    MethodVariant("m3ae:mim", "m3ae", {"mlm": {"enabled": False}, "mim": {"enabled": True}}),
+    MethodVariant("m3ae:full", "m3ae", {"mlm": {"enabled": True}, "mim": {"enabled": True}}),
+    MethodVariant("arl:none", "arl", {"knowledge": _ARL_OFF}),
+    MethodVariant("arl:ak", "arl", {"knowledge": {**_ARL_OFF, "ak": True}}),
+    MethodVariant("arl:rk", "arl", {"knowledge": {**_ARL_OFF, "rk": True}}),
+    MethodVariant("arl:lk", "arl", {"knowledge": {**_ARL_OFF, "lk": True}}),
+    MethodVariant("arl:full", "arl", {"knowledge": {"ak": True, "rk": True, "lk": True}}),
+)
+METHOD_VARIANT_NAMES: tuple[str, ...] = tuple(v.name for v in METHOD_VARIANTS)
+_METHOD_BY_NAME = {v.name: v for v in METHOD_VARIANTS}
+
+
+def method_variant(name: str) -> MethodVariant | None:
+    """The method variant called ``name``, or ``None`` for a MOTOR knowledge variant or an unknown name."""
+    return _METHOD_BY_NAME.get(name)

@@ -1,7 +1,9 @@
 """Knowledge ablation (the paper's Table 1): the same pretraining under each knowledge switch.
 
 Every variant uses the same data, seed, tokenizer vocabulary and step budget; only
-``model.knowledge`` differs. Each is scored by zero-shot image-report retrieval on the test split.
+``model.knowledge`` differs, or, for a method variant (``m3ae:mlm``, ``arl:rk``, ...;
+:data:`model.variants.METHOD_VARIANTS`), the method and its ``coattention`` switches, so MOTOR,
+M3AE and ARL rows come side by side. Rows of methods without ITC are ranked by ITM. Each is scored by zero-shot image-report retrieval on the test split.
 The output directory holds one pretraining run per variant (``OUT/<variant>/``), ``ablation.md``
 (a markdown table laid out as Table 1: variants with GK / SK / MLC check marks, report and image
 retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over the test studies and,
@@ -22,7 +24,7 @@ import yaml
 
 from kg.atomic import write_atomic, write_text_atomic
 from kg.errors import InputError
-from model.variants import KNOWLEDGE_VARIANTS, knowledge_variant
+from model.variants import KNOWLEDGE_VARIANTS, METHOD_VARIANT_NAMES, knowledge_variant, method_variant
 from pipelines.config import PretrainConfig, dump_config, to_dict
 from pipelines.distributed import DistributedContext
 from pipelines.per_study import split_per_study
@@ -32,25 +34,40 @@ from pipelines.run_bundle import RunResult, describe_file
 KS = (1, 5, 10)
 
 
+def ranked_by(retrieval: dict[str, Any]) -> dict[str, Any]:
+    """:func:`pipelines.evaluate.ranked_by` (imported when a table is made)."""
+    from pipelines.evaluate import ranked_by as primary
+
+    return primary(retrieval)
+
+
 def parse_variants(text: str) -> list[str]:
     """``"none,gk,full"`` → ``["none", "gk", "full"]``.
 
     Raises:
         InputError: an unknown or repeated variant, or none at all.
     """
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in text.replace(" ", ",").split(",") if name.strip()]
+    known = KNOWLEDGE_VARIANTS + METHOD_VARIANT_NAMES
     for name in names:
-        if name not in KNOWLEDGE_VARIANTS:
-            raise InputError(f"unknown variant {name!r}; choose from {', '.join(KNOWLEDGE_VARIANTS)}", field="--variants")
+        if name not in known:
+            raise InputError(f"unknown variant {name!r}; choose from {', '.join(known)}", field="--variants")
     if not names or len(set(names)) != len(names):
         raise InputError(f"give each variant once, e.g. {','.join(KNOWLEDGE_VARIANTS)}; got {text!r}", field="--variants")
     return names
 
 
 def _variant_config(config: PretrainConfig, variant: str, manifest: Path) -> PretrainConfig:
+    switches = method_variant(variant)
+    if switches is None:
+        model = {**config.model, "knowledge": variant}
+    else:
+        # The shared settings (preset, sizes) stay; MOTOR's knowledge switch is not the method's.
+        model = {k: v for k, v in config.model.items() if k not in ("knowledge", "method", "coattention")}
+        model.update(method=switches.method, coattention=switches.coattention)
     return dataclasses.replace(
         config,
-        model={**config.model, "knowledge": variant},
+        model=model,
         data=dataclasses.replace(config.data, manifest=str(manifest)),
     )
 
@@ -99,7 +116,7 @@ def ablate(
     results: dict[str, Any] = {}
     for variant in variants:
         variant_config = _variant_config(config, variant, manifest)
-        run_dir = out_dir / variant.replace("+", "_")
+        run_dir = out_dir / _directory(variant)
         done = _finished(run_dir, variant_config)
         if done is not None:
             say(f"[{variant}] already done in {run_dir}; reusing its results")
@@ -121,13 +138,18 @@ def ablate(
         metrics=results,
         seeds={"train": config.train.seed, "synthetic_data": config.data.synthetic_seed},
         data={"manifest": describe_file(manifest)},
-        checkpoints={variant: f"{variant.replace('+', '_')}/model" for variant in variants},
+        checkpoints={variant: f"{_directory(variant)}/model" for variant in variants},
         metrics_markdown=table,
         run_dir=out_dir,
     )
     ablation.save_to_directory(out_dir)
     say(table)
     return ablation
+
+
+def _directory(variant: str) -> str:
+    """The run directory name of a variant (``gk+sk`` → ``gk_sk``, ``arl:rk`` → ``arl_rk``)."""
+    return variant.replace("+", "_").replace(":", "_")
 
 
 def _image_size(config: PretrainConfig) -> int:
@@ -146,17 +168,23 @@ def ablation_table(results: dict[str, dict[str, Any]]) -> str:
     header = ["Variant", "GK", "SK", "MLC"] + [f"Report R@{k}" for k in KS] + [f"Image R@{k}" for k in KS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":-:", ":-:", ":-:"] + ["--:"] * 6) + "|"]
     for variant, retrieval in results.items():
-        switches = knowledge_variant(variant)
-        marks = ["✓" if on else "" for on in (switches.gk, switches.sk, switches.mlc)]
-        recalls = [100 * retrieval["itc"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
-        lines.append("| " + " | ".join([variant, *marks, *(f"{value:.1f}" for value in recalls)]) + " |")
+        if method_variant(variant) is None:
+            switches = knowledge_variant(variant)
+            marks = ["✓" if on else "" for on in (switches.gk, switches.sk, switches.mlc)]
+        else:
+            marks = ["", "", ""]
+        scores = ranked_by(retrieval)
+        recalls = [100 * scores[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
+        label = variant if retrieval.get("ranked_by", "itc") == "itc" else f"{variant} (ITM)"
+        lines.append("| " + " | ".join([label, *marks, *(f"{value:.1f}" for value in recalls)]) + " |")
     some = next(iter(results.values()))
-    chance = [100 * some["itc"]["chance"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
+    chance = [100 * ranked_by(some)["chance"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
     lines.append("| chance |  |  |  | " + " | ".join(f"{value:.1f}" for value in chance) + " |")
     return (
         "\n".join(lines)
         + f"\n\nZero-shot retrieval on {some['n']} test studies (report retrieval: image → report; "
-        "image retrieval: report → image), recall in percent.\n"
+        "image retrieval: report → image), recall in percent; rows marked (ITM) rank every pair by "
+        "ITM (methods without ITC), the others by ITC.\n"
     )
 
 
@@ -176,11 +204,11 @@ def plot_ablation(results: dict[str, dict[str, Any]], path: str | Path, interval
     variants = list(results)
     width = 0.8 / len(KS)
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    chance = next(iter(results.values()))["itc"]["chance"]
+    chance = ranked_by(next(iter(results.values())))["chance"]
     for axis, (direction, title) in zip(axes, (("i2t", "Report retrieval"), ("t2i", "Image retrieval"))):
         positions = np.arange(len(variants))
         for offset, k in enumerate(KS):
-            values = [100 * results[v]["itc"][f"{direction}_R@{k}"] for v in variants]
+            values = [100 * ranked_by(results[v])[f"{direction}_R@{k}"] for v in variants]
             errors = None
             if intervals is not None:
                 cis = [intervals[v][f"{direction}_R@{k}"] for v in variants]

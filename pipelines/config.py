@@ -443,30 +443,43 @@ def builtin_config(name: str) -> Path:
 
 
 def resolve_model_config(model: dict[str, Any], *, base: Any = None) -> Any:
-    """A ``model.config.MotorConfig`` from a ``model`` section.
+    """The model config of a ``model`` section, of its method's config class.
 
     Args:
-        model: ``{"preset": name, field: value, ...}``; the preset (default ``tiny``) is the
-            starting point unless ``base`` is given, then the other keys replace fields.
-        base: an existing MotorConfig to override instead of a preset (finetuning).
+        model: ``{"method": name, "preset": name, field: value, ...}``; ``method`` (default
+            ``motor``) picks the config class from :mod:`model.registry`, the preset (default
+            ``tiny``; for M3AE / ARL ``tiny`` reads ``<method>_tiny.yaml``) is the starting point
+            unless ``base`` is given, then the other keys replace fields.
+        base: an existing model config to override instead of a preset (finetuning); its method is
+            kept.
 
     Raises:
-        InputError: an unknown MotorConfig field or a value the model config rejects.
+        InputError: an unknown method or field, or a value the model config rejects.
     """
+    from model.pretrained import saved_method_name
     from model.registry import DEFAULT_METHOD, get_method
 
-    MotorConfig = get_method(DEFAULT_METHOD).config_class()
     overrides = dict(model)
     preset = overrides.pop("preset", None)
+    method = overrides.pop("method", None)
+    if base is not None:
+        if method is not None and method != saved_method_name(base):
+            raise InputError(f"the loaded model is {saved_method_name(base)}, not {method}", field="model.method")
+        method = saved_method_name(base)
+    try:
+        config_class = get_method(method or DEFAULT_METHOD).config_class()
+    except InputError as err:
+        raise InputError(err.message, field="model.method") from None
     if base is None:
-        base = MotorConfig.preset(preset or "tiny")
-    names = {f.name for f in dataclasses.fields(MotorConfig)}
+        base = config_class.preset(preset or "tiny")
+    names = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise InputError(f"unknown model setting; MotorConfig has {', '.join(sorted(names))}", field=f"model.{unknown[0]}")
+        raise InputError(f"unknown model setting; {config_class.__name__} has {', '.join(sorted(names))}",
+                         field=f"model.{unknown[0]}")
     data = base.to_dict()
-    data.update(overrides)
+    _merge(data, overrides)  # nested sections (``coattention.mim.enabled``) change field by field
     try:
-        return MotorConfig.from_dict(data)
+        return config_class.from_dict(data)
     except InputError as err:
         raise InputError(err.message, field=f"model.{err.field}" if err.field else "model") from None

@@ -2,7 +2,8 @@
 
 * Retrieval ranks by the cosine similarity of the L2-normalised image and report features (ITC
   space, ``encode_image`` / ``encode_text``); optionally the top ``itm_k`` candidates of every query
-  are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval.
+  are re-ranked by the ITM head's match probability, as BLIP evaluates retrieval. A method without
+  ITC (M3AE, ARL) ranks every pair by its ITM match probability (``match_matrix``).
 * Generation writes reports greedily and with beam search and scores them with BLEU-1..4, METEOR,
   ROUGE-L, CIDEr, clinical efficacy (CheXpert-label P/R/F1 of ``kg label``, both uncertain-label
   policies) and F1-RadGraph (RG_E, RG_ER, RG_ER-bar; :mod:`pipelines.metrics.radgraph`), next to
@@ -115,8 +116,10 @@ def retrieval_evaluation(
         itm_k: also score with ITM re-ranking of the top ``itm_k`` candidates (0: ITC only).
 
     Returns:
-        ``{"itc": metrics, "itm": metrics (when itm_k), "n": N, "distinct_reports": int,
-        "per_study": rows}`` with ``metrics`` as :func:`pipelines.metrics.retrieval_metrics`
+        ``{"itc": metrics, "itm": metrics (when itm_k), "n": N, "distinct_reports": int, "ranked_by":
+        "itc", "per_study": rows}``; for a model without ITC ``{"itm": metrics, ..., "ranked_by":
+        "itm", "per_study": rows}`` (every pair scored by ITM; :func:`ranked_by` picks the primary
+        metrics either way), with ``metrics`` as :func:`pipelines.metrics.retrieval_metrics`
         returns them (recalls, median ranks, ``mean_R`` and their ``chance`` levels) and ``rows``
         each study's ranks (:mod:`pipelines.per_study`).
     """
@@ -124,12 +127,24 @@ def retrieval_evaluation(
     from pipelines.metrics.retrieval import ranks_of_positives
     from pipelines.per_study import retrieval_rows, study_ids
 
+    positives = same_report_mask(dataset.reports())
+    if not hasattr(model, "encode_image"):
+        scores = itm_score_matrix(model, dataset, collate_fn, batch_size=batch_size, device=device)
+        return {
+            "n": len(dataset),
+            "distinct_reports": int(len(np.unique(positives, axis=0))),
+            "ranked_by": "itm",
+            "itm": retrieval_metrics(scores, positives),
+            "per_study": retrieval_rows(study_ids(dataset), {
+                "itm_i2t_rank": ranks_of_positives(scores, positives),
+                "itm_t2i_rank": ranks_of_positives(scores.T, positives.T)}),
+        }
     image_feats, text_feats = retrieval_features(model, dataset, collate_fn, batch_size=batch_size, device=device)
     similarity = image_feats @ text_feats.T
-    positives = same_report_mask(dataset.reports())
     result: dict[str, Any] = {
         "n": len(dataset),
         "distinct_reports": int(len(np.unique(positives, axis=0))),
+        "ranked_by": "itc",
         "itc": retrieval_metrics(similarity.numpy(), positives),
     }
     ranks = {"itc_i2t_rank": ranks_of_positives(similarity.numpy(), positives),
@@ -140,6 +155,27 @@ def retrieval_evaluation(
         ranks.update(itm_i2t_rank=ranks_of_positives(scores, positives), itm_t2i_rank=ranks_of_positives(scores.T, positives.T))
     result["per_study"] = retrieval_rows(study_ids(dataset), ranks)
     return result
+
+
+def ranked_by(retrieval: dict[str, Any]) -> dict[str, Any]:
+    """The primary metrics of a :func:`retrieval_evaluation` result (ITC, or ITM for M3AE / ARL)."""
+    return retrieval[retrieval.get("ranked_by", "itc")]
+
+
+@torch.no_grad()
+def itm_score_matrix(
+    model: Any, dataset: Dataset, collate_fn: Callable, *, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """``(N, N)`` ITM match probability of every image (rows) with every report (columns).
+
+    Each image and each report is encoded once; only the fusion runs per pair
+    (``model.image_tokens`` / ``text_side`` / ``match_matrix``).
+    """
+    model.eval()
+    batches = [to_device(batch, device) for batch in _loader(dataset, collate_fn, batch_size)]
+    image_tokens = torch.cat([model.image_tokens(batch["image"]) for batch in batches])
+    columns = [model.match_matrix(image_tokens, model.text_side(batch)).float().cpu() for batch in batches]
+    return torch.cat(columns, dim=1).double().numpy()
 
 
 @torch.no_grad()

@@ -6,7 +6,8 @@ Stages, in order (rank 0 writes, every process trains):
    image of whose splits must decode (:func:`pipelines.prepare.check_images`) before anything trains;
 2. the report tokenizer (``RUN/tokenizer``), trained on the training split's reports;
 3. for knowledge switches with an SK path, the ``kg`` store of the training reports
-   (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once;
+   (``RUN/knowledge/sk.duckdb``) and each training study's SK sentence, computed once; for ARL,
+   each study's entity sequence and the training vocabulary (:mod:`pipelines.arl_entities`);
 4. the model (``model.build_model``) and :func:`pipelines.loop.fit`, with BLIP's warm-up of the
    distillation weight: ``alpha`` rises linearly from 0 to ``config.alpha`` over the first epoch;
 5. the weights chosen on validation (zero-shot retrieval mean recall; the final ones without a
@@ -25,7 +26,16 @@ from pipelines.checkpoint import TrainingProgress
 from pipelines.config import PretrainConfig, dump_config, resolve_model_config, to_dict
 from pipelines.distributed import barrier
 from pipelines.loop import fit
-from pipelines.prepare import check_images, keeps_thread_count, prepare_data, prepare_tokenizer, seed_everything
+from pipelines.arl_entities import EntityData, needs_entities
+from pipelines.prepare import (
+    RADGRAPH_NAME,
+    check_images,
+    companion_file,
+    keeps_thread_count,
+    prepare_data,
+    prepare_tokenizer,
+    seed_everything,
+)
 from pipelines.sk_store import uses_sk
 from pipelines.run import (
     MODEL_DIR,
@@ -42,11 +52,12 @@ from pipelines.run_bundle import RunResult, describe_file
 
 
 def retrieval_validator(dataset: MotorSamples, collate_fn: Any, batch_size: int, device: Any) -> Callable[[Any], dict]:
-    """``validate(model) -> {"score": mean recall, ...}`` on ``dataset`` (zero-shot retrieval, ITC)."""
-    from pipelines.evaluate import retrieval_evaluation
+    """``validate(model) -> {"score": mean recall, ...}`` on ``dataset`` (zero-shot retrieval: ITC, or
+    ITM for a method without ITC)."""
+    from pipelines.evaluate import ranked_by, retrieval_evaluation
 
     def validate(model: Any) -> dict[str, float]:
-        metrics = retrieval_evaluation(model, dataset, collate_fn, batch_size=batch_size, device=device)["itc"]
+        metrics = ranked_by(retrieval_evaluation(model, dataset, collate_fn, batch_size=batch_size, device=device))
         return {"score": metrics["mean_R"], **{k: v for k, v in metrics.items() if isinstance(v, float)}}
 
     return validate
@@ -100,26 +111,43 @@ def pretrain(
             store=Path(config.knowledge.store) if config.knowledge.store else None, say=say,
         )
 
-    from model.registry import DEFAULT_METHOD, get_method
+    from model.pretrained import saved_method_name
+    from model.registry import get_method
+
+    method = saved_method_name(model_config)
+    val_studies = load_split(manifest, "val", model_config, config.data.missing)
+    test_studies = load_split(manifest, "test", model_config, config.data.missing)
+    collate = make_collator(tokenizer, model_config)
+    samples, build_inputs = MotorSamples, {}
+    if needs_entities(model_config):
+        entities = EntityData.prepare(
+            {"train": studies, "val": study_texts(val_studies), "test": study_texts(test_studies)},
+            companion_file(manifest, RADGRAPH_NAME),
+        )
+        say(f"entities: {len(entities.names)} in the training reports' vocabulary")
+        build_inputs["entity_names"] = entities.names
+        collate = entities.collator(collate)
+
+        def samples(studies: Any, sk: Any = None) -> Any:
+            return entities.samples(MotorSamples(studies, sk))
 
     seed_everything(config.train.seed)
-    model = get_method(DEFAULT_METHOD).build(model_config, tokenizer)
-    collate = make_collator(tokenizer, model_config)
+    model = get_method(method).build(model_config, tokenizer, **build_inputs)
     validate = None
-    val_studies = load_split(manifest, "val", model_config, config.data.missing)
     if config.train.validate and len(val_studies) > 1:
-        validate = retrieval_validator(MotorSamples(val_studies), collate, config.eval.batch_size, ctx.device)
+        validate = retrieval_validator(samples(val_studies), collate, config.eval.batch_size, ctx.device)
     # Each process draws its own dropout masks and negatives; initial weights came from the shared seed.
     seed_everything(config.train.seed + ctx.rank)
 
     def forward_kwargs(progress: TrainingProgress, steps_per_epoch: int) -> dict[str, float]:
         return {"alpha": model_config.alpha * min(1.0, progress.step / steps_per_epoch)}
 
-    say(f"pretraining MOTOR ({model_config.knowledge}) on {ctx.device} x {ctx.world_size}")
+    variant = _parts_summary(model_config) if hasattr(model_config, "parts") else model_config.knowledge
+    say(f"pretraining {method} ({variant}) on {ctx.device} x {ctx.world_size}")
     started = time.perf_counter()
     fitted = fit(
         model,
-        MotorSamples(train_studies, sentences),
+        samples(train_studies, sentences),
         collate,
         train=config.train,
         optim=config.optim,
@@ -131,7 +159,7 @@ def pretrain(
         num_workers=config.data.num_workers,
         show_progress=show_progress,
         tensorboard=tensorboard,
-        desc=f"pretrain {model_config.knowledge}",
+        desc=f"pretrain {method} {variant}",
     )
     elapsed = time.perf_counter() - started
     load_chosen_weights(model, fitted, ctx.device)
@@ -145,12 +173,11 @@ def pretrain(
     )
     if ctx.is_main:
         model.save_pretrained(run_dir / MODEL_DIR)
-        test_studies = load_split(manifest, "test", model_config, config.data.missing)
-        from pipelines.evaluate import retrieval_evaluation
+        from pipelines.evaluate import ranked_by, retrieval_evaluation
         from pipelines.metrics import metrics_table
 
         retrieval = retrieval_evaluation(
-            model, MotorSamples(test_studies), collate, batch_size=config.eval.batch_size, device=ctx.device
+            model, samples(test_studies), collate, batch_size=config.eval.batch_size, device=ctx.device
         )
         result.metrics = {
             "zero_shot_retrieval": retrieval,
@@ -158,7 +185,7 @@ def pretrain(
             "validation": fitted.validation,
         }
         result.metrics_markdown = metrics_table(
-            {"zero-shot (test)": retrieval["itc"], "chance": _chance_row(retrieval)}
+            {f"zero-shot (test, {retrieval['ranked_by']})": ranked_by(retrieval), "chance": _chance_row(retrieval)}
         )
         result.data = {"manifest": describe_file(manifest)}
         result.checkpoints = checkpoint_summary(fitted, run_dir, "validation zero-shot retrieval mean recall")
@@ -170,14 +197,26 @@ def pretrain(
     return result
 
 
+def _parts_summary(model_config: Any) -> str:
+    """The switched-on parts of a co-attention method, e.g. ``mlm+mim+ak``."""
+    parts = model_config.parts
+    on = [name for name, enabled in (("mlm", parts.mlm.enabled), ("mim", parts.mim.enabled), ("ak", parts.knowledge.ak),
+                                     ("rk", parts.knowledge.rk), ("lk", parts.knowledge.lk)) if enabled]
+    return "+".join(on) or "itm"
+
+
 def _chance_row(retrieval: dict[str, Any]) -> dict[str, float]:
-    chance = retrieval["itc"]["chance"]
+    from pipelines.evaluate import ranked_by
+
+    chance = ranked_by(retrieval)["chance"]
     return {**chance, "mean_R": sum(chance.values()) / len(chance)}
 
 
 def _summary(retrieval: dict[str, Any]) -> str:
-    itc = retrieval["itc"]
-    return ", ".join(
+    from pipelines.evaluate import ranked_by
+
+    itc = ranked_by(retrieval)
+    return f"({retrieval['ranked_by']}) " + ", ".join(
         f"{direction} R@{k} {itc[f'{direction}_R@{k}']:.3f} (chance {itc['chance'][f'{direction}_R@{k}']:.3f})"
         for direction in ("i2t", "t2i")
         for k in (1, 5, 10)

@@ -244,14 +244,19 @@ def ablation_significance(
             return None
         tables[variant] = read_per_study(path)
     keys = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks]
-    found = AblationSignificance(len(next(iter(tables.values()))["itc_i2t_rank"]), baseline, {}, {})
+    found = AblationSignificance(len(next(iter(tables.values()))["study_id"]), baseline, {}, {})
+
+    def ranked_by(table: dict) -> str:
+        # The ranks a row's table reports: ITC, or ITM for a method without ITC (M3AE, ARL).
+        return "itc" if "itc_i2t_rank" in table else "itm"
+
     for variant, table in tables.items():
         found.intervals[variant], found.tests[variant] = {}, {}
         for key in keys:
             direction, k = key.split("_R@")
-            metric = recall_at(int(k), f"itc_{direction}_rank")
+            metric = recall_at(int(k), f"{ranked_by(table)}_{direction}_rank")
             found.intervals[variant][key] = bootstrap_ci(table, metric, n_resamples=n_resamples, seed=seed)
-            if baseline in tables and variant != baseline:
+            if baseline in tables and variant != baseline and ranked_by(table) == ranked_by(tables[baseline]):
                 found.tests[variant][key] = paired_test(table, tables[baseline], metric, n_permutations=n_resamples,
                                                         n_resamples=n_resamples, seed=seed)
     return found

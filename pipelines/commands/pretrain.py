@@ -5,6 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
+from model.registry import method_names
 from model.variants import KNOWLEDGE_VARIANTS
 
 DESCRIPTION = """\
@@ -12,6 +13,8 @@ Pretrain MOTOR from a YAML config (default: the shipped tiny CPU config), with c
 overrides. Without --data the embedded synthetic set is generated into the run directory.
 
   motor pretrain --config pipelines/configs/pretrain_tiny.yaml --knowledge full --out runs/pretrain
+  motor pretrain --method m3ae --out runs/m3ae    # pipelines/configs/pretrain_m3ae_tiny.yaml
+  motor pretrain --method m3ae --set model.coattention.mim.enabled=false --out runs/m3ae-mlm
   motor pretrain --out runs/pretrain --set train.epochs=2 --set optim.lr=3e-4
   motor pretrain --resume runs/pretrain          # continue exactly from the newest checkpoint that verifies
   torchrun --nproc_per_node 4 -m pipelines.cli pretrain --config pipelines/configs/pretrain_base.yaml \\
@@ -39,14 +42,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain", help="pretrain MOTOR", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser, "pretrain_tiny")
+    parser.add_argument("--method", choices=method_names(),
+                        help="the method (overrides model.method); without --config, its shipped "
+                             "pretrain_<method>_tiny.yaml when there is one")
     parser.add_argument("--knowledge", choices=KNOWLEDGE_VARIANTS,
-                        help="knowledge switch (overrides model.knowledge)")
+                        help="MOTOR's knowledge switch (overrides model.knowledge)")
     parser.add_argument("--out", metavar="RUN_DIR", default="runs/pretrain", help="run directory (default: runs/pretrain)")
     parser.add_argument("--resume", metavar="RUN_DIR|auto",
                         help="continue a run from its newest checkpoint that verifies (damaged newer ones are "
                              "named and skipped); 'auto' resumes --out when it has one")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs (RUN_DIR/tensorboard)")
     parser.set_defaults(func=run)
+
+
+def _default_config(method: str | None) -> Path:
+    """The shipped config a plain ``motor pretrain [--method M]`` starts from."""
+    from pipelines.config import CONFIG_DIR, builtin_config
+
+    if method and (CONFIG_DIR / f"pretrain_{method}_tiny.yaml").is_file():
+        return builtin_config(f"pretrain_{method}_tiny")
+    return builtin_config("pretrain_tiny")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,13 +72,15 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.pretrain import pretrain
 
     overrides = list(args.overrides)
+    if args.method:
+        overrides.append(f"model.method={args.method}")
     if args.knowledge:
         overrides.append(f"model.knowledge={args.knowledge}")
     if args.data:
         overrides.append(f"data.manifest={args.data}")
     out = Path(args.out)
     resume_from = None
-    config_path = Path(args.config) if args.config else builtin_config("pretrain_tiny")
+    config_path = Path(args.config) if args.config else _default_config(args.method)
     if args.resume is not None:
         # The newest checkpoint that verifies; damaged newer ones are passed over and named.
         point = None

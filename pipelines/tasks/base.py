@@ -56,6 +56,9 @@ class Task(abc.ABC):
         self.device = device
         self.missing = missing
         self.collate: Callable = make_collator(motor.tokenizer, motor.config)
+        self.entities = self._entity_data()
+        if self.entities is not None:
+            self.collate = self.entities.collator(self.collate)
         self.splits = {split: self.dataset(split) for split in ("train", "val", "test")}
         self.module: nn.Module = motor
 
@@ -63,7 +66,22 @@ class Task(abc.ABC):
         """The ``split`` samples as this task's collator reads them."""
         from pipelines.run import load_split
 
-        return MotorSamples(load_split(self.manifest, split, self.motor.config, self.missing))
+        samples = MotorSamples(load_split(self.manifest, split, self.motor.config, self.missing))
+        return samples if self.entities is None else self.entities.samples(samples)
+
+    def _entity_data(self) -> Any:
+        """ARL's entity sequences of every split, in the pretrained model's vocabulary (else ``None``)."""
+        from pipelines.arl_entities import EntityData, needs_entities
+        from pipelines.data.motor_samples import study_texts
+        from pipelines.prepare import RADGRAPH_NAME, companion_file
+        from pipelines.run import load_split
+
+        if not needs_entities(self.motor.config):
+            return None
+        splits = {split: study_texts(load_split(self.manifest, split, self.motor.config, self.missing))
+                  for split in ("train", "val", "test")}
+        return EntityData.prepare(splits, companion_file(self.manifest, RADGRAPH_NAME),
+                                  getattr(self.motor, "entity_names", None))
 
     def forward_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments of every training forward call."""

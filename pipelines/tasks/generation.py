@@ -57,8 +57,19 @@ class GenerationTask(Task):
         from pipelines.evaluate import most_frequent_report
 
         super().__init__(*args, **kwargs)
+        # M3AE / ARL pretrain no decoder: one initialised from their text encoder is attached.
+        self.decoder_attached = not hasattr(self.motor, "text_decoder") and self.motor.attach_report_decoder()
         self.module = ReportGenerator(self.motor)
         self.baseline_report = most_frequent_report(self.splits["train"].reports())
+
+    def prepare_training(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Records in the run bundle when the report decoder was attached, not pretrained."""
+        metrics = super().prepare_training(*args, **kwargs)
+        if self.decoder_attached:
+            metrics["report_decoder"] = {"pretrained": False, "initialised_from": "text_encoder",
+                                         "note": f"{self.motor.config.method} pretrains no decoder; its cross-attention "
+                                                 "to the image starts random"}
+        return metrics
 
     def evaluate(self, dataset: Dataset) -> dict[str, Any]:
         from pipelines.evaluate import generation_evaluation

@@ -38,10 +38,10 @@ class RetrievalTask(Task):
         return retrieval_evaluation(self.motor, dataset, self.collate, itm_k=self.eval.itm_k, **self._kwargs())
 
     def validation_score(self, dataset: Dataset) -> dict[str, float]:
-        from pipelines.evaluate import retrieval_evaluation
+        from pipelines.evaluate import ranked_by, retrieval_evaluation
 
-        itc = retrieval_evaluation(self.motor, dataset, self.collate, **self._kwargs())["itc"]
-        return {"score": itc["mean_R"]}
+        primary = ranked_by(retrieval_evaluation(self.motor, dataset, self.collate, **self._kwargs()))
+        return {"score": primary["mean_R"]}
 
     def table(self, metrics: dict[str, Any]) -> str:
         rows: dict[str, dict[str, Any]] = {}
@@ -49,7 +49,9 @@ class RetrievalTask(Task):
             for scorer in ("itc", "itm"):
                 if stage in metrics and scorer in metrics[stage]:
                     rows[f"{label} ({scorer.upper()})"] = metrics[stage][scorer]
-        rows["chance"] = metrics["test"]["itc"]["chance"]
+        from pipelines.evaluate import ranked_by
+
+        rows["chance"] = ranked_by(metrics["test"])["chance"]
         return metrics_table(rows, RECALL_COLUMNS) + f"\n{metrics['test']['n']} test studies; recall as a fraction.\n"
 
 

@@ -64,19 +64,21 @@ def resolve_source(path: str | Path) -> Source:
 
 
 def load_motor(source: Source, overrides: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> Any:
-    """The pretrained :class:`model.MotorModel`, with ``overrides`` of its config (e.g. dropout or
-    loss weights) applied by rebuilding it and loading the same weights.
+    """The pretrained model of the method its directory records (:func:`model.pretrained.load_pretrained`),
+    with ``overrides`` of its config (e.g. dropout or loss weights) applied by rebuilding it and
+    loading the same weights.
 
     Raises:
         InputError: an override changes the architecture, so the weights no longer fit.
     """
-    from model.registry import DEFAULT_METHOD, get_method
+    from model.pretrained import load_pretrained
 
-    MotorModel = get_method(DEFAULT_METHOD).model_class()
-    motor = MotorModel.from_pretrained(source.model_dir)
+    motor = load_pretrained(source.model_dir)
     if overrides:
         config = resolve_model_config(overrides, base=motor.config)
-        rebuilt = MotorModel(config, motor.tokenizer)
+        # ARL's entity vocabulary is not part of its config: it travels with the loaded model.
+        extra = {"entity_names": motor.entity_names} if getattr(motor, "entity_names", None) else {}
+        rebuilt = type(motor)(config, motor.tokenizer, **extra)
         try:
             rebuilt.load_state_dict(motor.state_dict(), strict=True)
         except RuntimeError as err:
