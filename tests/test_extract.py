@@ -79,6 +79,17 @@ def test_a_hedge_ends_a_negation_but_a_linking_cue_does_not(extractor: Extractor
     assert entity(record, "pneumonia").label == "OBS-DA"
 
 
+def test_observations_offered_as_alternatives_are_uncertain(extractor: Extractor) -> None:
+    record = annotate(extractor, "Patchy atelectasis or pneumonia at the left base. Cardiomegaly and edema.")
+    for tokens in ("patchy", "atelectasis", "pneumonia"):
+        assert entity(record, tokens).label == "OBS-U", tokens
+    assert {entity(record, t).label for t in ("cardiomegaly", "edema")} == {"OBS-DP"}  # "and" lists findings
+    record = annotate(extractor, "The heart is either normal or mildly enlarged.")
+    assert {entity(record, t).label for t in ("normal", "mildly", "enlarged")} == {"OBS-U"}
+    record = annotate(extractor, "No edema or pneumothorax.")  # a negated list stays negated
+    assert {entity(record, t).label for t in ("edema", "pneumothorax")} == {"OBS-DA"}
+
+
 # ------------------------------------------------------------------------------ relations
 def test_laterality_modifies_anatomy_and_size_modifies_the_observation(extractor: Extractor) -> None:
     record = annotate(extractor, "Small right pleural effusion.")
