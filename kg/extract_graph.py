@@ -32,7 +32,8 @@ ConText attributes on observations). The rules, applied within one sentence:
   by and / or / commas ("lungs are hyperexpanded and clear").
 * **suggestive_of**: ``X <cue> Y`` (``opacity, likely atelectasis``; ``may represent``;
   ``consistent with``): the observation before the cue → each observation after it, up to the next
-  cue or clause break ("but", "although").
+  cue; past a clause break ("but", "although") only to uncertain ones, the further possibilities
+  ("may reflect atelectasis, although pneumonia cannot be excluded").
 
 Each observation also yields a :class:`Mention`: the label columns it sets, from its lexicon
 concepts and from compositions with its anatomy (``heart`` + ``enlarged`` → cardiomegaly).
@@ -529,10 +530,14 @@ def _attach_suggestive(
             if not before:
                 continue
             limit = cues[n + 1][0] if n + 1 < len(cues) else len(words)
-            limit = next((i for i in range(cue_end + 1, limit) if words[i].lower() in nlp.clause_breaks), limit)
+            clause_end = next((i for i in range(cue_end + 1, limit) if words[i].lower() in nlp.clause_breaks), limit)
             source = before[-1]
             for other in observations:
-                if cue_end < other.start < limit and other is not source:
+                if other is source or not cue_end < other.start < limit:
+                    continue
+                # After "although" / "but" a further diagnosis is offered only as a possibility:
+                # "opacity may represent pneumonia, although aspiration cannot be excluded".
+                if other.start < clause_end or other.certainty == UNCERTAIN:
                     source.links.append(("suggestive_of", other))
 
 

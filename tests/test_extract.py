@@ -121,9 +121,13 @@ def test_suggestive_of_links_finding_to_inferred_diagnosis(extractor: Extractor)
     assert related(record, entity(record, "pneumonia"), "located_at") == []
 
 
-def test_suggestive_of_stops_at_a_clause_break(extractor: Extractor) -> None:
-    record = annotate(extractor, "Opacities likely reflect atelectasis, although pneumonia cannot be excluded.")
+def test_suggestive_of_stops_at_a_clause_break_except_for_further_possibilities(extractor: Extractor) -> None:
+    record = annotate(extractor, "Opacities likely reflect atelectasis, but there is also a small effusion.")
     assert related(record, entity(record, "opacities"), "suggestive_of") == ["atelectasis"]
+    assert entity(record, "effusion").label == "OBS-DP"
+    # a diagnosis offered after the break is one more thing the opacities may be
+    record = annotate(extractor, "Opacities likely reflect atelectasis, although pneumonia cannot be excluded.")
+    assert related(record, entity(record, "opacities"), "suggestive_of") == ["atelectasis", "pneumonia"]
     assert entity(record, "pneumonia").label == "OBS-U"
 
 
