@@ -136,6 +136,12 @@ def test_modifier_without_an_observation_is_dropped(extractor: Extractor) -> Non
     assert record.entities == {}
 
 
+def test_a_change_word_modifies_the_position_it_describes(extractor: Extractor) -> None:
+    record = annotate(extractor, "The pigtail catheter is in unchanged position.")
+    assert related(record, entity(record, "unchanged"), "modify") == ["position"]
+    assert entity(record, "position").label == "OBS-DP"
+
+
 def test_a_change_word_without_an_observation_is_one(extractor: Extractor) -> None:
     record = annotate(extractor, "Cardiac contours are unchanged. Worse on the right.")
     unchanged = entity(record, "unchanged")
