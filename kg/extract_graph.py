@@ -34,6 +34,8 @@ ConText attributes on observations). The rules, applied within one sentence:
   ``consistent with``): the observation before the cue → each observation after it, up to the next
   cue; past a clause break ("but", "although") only to uncertain ones, the further possibilities
   ("may reflect atelectasis, although pneumonia cannot be excluded").
+  A later cue after one of those observations ("may represent scarring or could represent
+  pneumonia") keeps the first cue's source.
 
 Each observation also yields a :class:`Mention`: the label columns it sets, from its lexicon
 concepts and from compositions with its anatomy (``heart`` + ``enlarged`` → cardiomegaly).
@@ -525,13 +527,16 @@ def _attach_suggestive(
             cues_by_sentence.setdefault(sentence_of[start], []).append((cue_words[0], cue_words[-1]))
     for sentence, cues in cues_by_sentence.items():
         observations = [i for i in by_sentence.get(sentence, []) if i.kind == OBS]
+        sources: dict[int, _Item] = {}  # id of a suggested observation → the one suggesting it
         for n, (cue_start, cue_end) in enumerate(cues):
             before = [o for o in observations if o.end < cue_start]
             if not before:
                 continue
             limit = cues[n + 1][0] if n + 1 < len(cues) else len(words)
             clause_end = next((i for i in range(cue_end + 1, limit) if words[i].lower() in nlp.clause_breaks), limit)
-            source = before[-1]
+            # A second cue offering another reading of the same finding ("may represent scarring
+            # or could represent pneumonia") keeps the first cue's source.
+            source = sources.get(id(before[-1]), before[-1])
             for other in observations:
                 if other is source or not cue_end < other.start < limit:
                     continue
@@ -539,6 +544,7 @@ def _attach_suggestive(
                 # "opacity may represent pneumonia, although aspiration cannot be excluded".
                 if other.start < clause_end or other.certainty == UNCERTAIN:
                     source.links.append(("suggestive_of", other))
+                    sources[id(other)] = source
 
 
 # ---------------------------------------------------------------------- mentions

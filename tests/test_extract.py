@@ -131,6 +131,12 @@ def test_suggestive_of_stops_at_a_clause_break_except_for_further_possibilities(
     assert entity(record, "pneumonia").label == "OBS-U"
 
 
+def test_a_second_reading_of_a_finding_keeps_the_finding_as_source(extractor: Extractor) -> None:
+    record = annotate(extractor, "Linear opacities may represent scarring or could represent pneumonia.")
+    assert related(record, entity(record, "opacities"), "suggestive_of") == ["scarring", "pneumonia"]
+    assert related(record, entity(record, "scarring"), "suggestive_of") == []
+
+
 def test_modifier_without_an_observation_is_dropped(extractor: Extractor) -> None:
     record = annotate(extractor, "Mild. Moderate.")
     assert record.entities == {}
