@@ -220,6 +220,8 @@ def _hedge_alternatives(items: list[_Item], words: list[str]) -> None:
     observations = [i for i in items if i.kind == OBS]
     for left, right in zip(observations, observations[1:]):
         between = [w.lower() for w in words[left.end + 1 : right.start]]
+        if not _ALTERNATIVE.intersection(between):  # the common case: no "or", nothing to check
+            continue
         modifiers = {n for i in items if i.kind == MOD and left.end < i.start and i.end < right.start
                      for n in range(i.start, i.end + 1)}
         glue = {w for n, w in enumerate(between, start=left.end + 1) if n not in modifiers}
