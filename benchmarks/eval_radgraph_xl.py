@@ -8,10 +8,10 @@ its own ``text`` and compared with RadGraph-XL's annotation by F1-RadGraph's def
   ``(head tokens, head label, relation, tail tokens, tail label)``.
 
 Counts are summed over reports before precision, recall and F1 are taken (micro average). The
-RadGraph-XL labels are mapped to the extractor's coarse labels: ``Observation::definitely present``
-→ OBS-DP, ``::definitely absent`` → OBS-DA, ``::uncertain`` → OBS-U, ``Anatomy::*`` → ANAT-DP, and a
-measurement variant (``Observation::measurement::definitely present``) to its base type and
-assertion.
+RadGraph-XL labels are mapped to the extractor's coarse labels by :func:`kg.radgraph_labels.coarse_label`
+(``Observation::definitely present`` → OBS-DP, ``::definitely absent`` → OBS-DA, ``::uncertain`` →
+OBS-U, ``Anatomy::*`` → ANAT-DP, a measurement variant to its base type and assertion); a label of
+neither set stops the run with the report, entity and label named.
 
 The reports are split in two halves by position in numerically sorted id order (even positions:
 half A, odd: half B), so rules can be developed on A's errors and B read as unseen reports.
@@ -35,37 +35,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from kg.radgraph_labels import coarse_label, describe_labels  # noqa: E402
+
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "radgraph_xl" / "dev.json"
 HALVES = ("A", "B", "all")
-
-# RadGraph-XL label → the coarse label of RadGraph 1 and the extractor. Kept here because the
-# benchmark must read RadGraph-XL files without depending on the store's label handling.
-_ASSERTIONS = {"definitely present": "DP", "definitely absent": "DA", "uncertain": "U"}
-_TYPES = {"Observation": "OBS", "Anatomy": "ANAT"}
 
 Entity = tuple[str, str]
 Relation = tuple[str, str, str, str, str]
 
 
-def coarse_label(label: str) -> str:
-    """``Observation::measurement::definitely present`` → ``OBS-DP``; coarse labels pass through."""
-    parts = label.split("::")
-    if len(parts) == 1:
-        return label
-    kind = _TYPES.get(parts[0])
-    assertion = _ASSERTIONS.get(parts[-1])
-    if kind is None or assertion is None:
-        raise ValueError(f"unknown RadGraph-XL label {label!r}")
-    return "ANAT-DP" if kind == "ANAT" else f"{kind}-{assertion}"
+def _coarse(label: str, report_id: str, entity_id: str) -> str:
+    """The coarse label of ``label`` (:func:`kg.radgraph_labels.coarse_label`), or a clear error."""
+    coarse = coarse_label(label)
+    if coarse is None:
+        raise ValueError(f"report {report_id!r}, entity {entity_id!r}, field 'label': unknown label {label!r}; "
+                         f"expected {describe_labels()}")
+    return coarse
 
 
-def report_sets(entities: dict[str, dict]) -> tuple[Counter[Entity], Counter[Relation]]:
+def report_sets(entities: dict[str, dict], report_id: str = "?") -> tuple[Counter[Entity], Counter[Relation]]:
     """The multisets of ``(tokens, label)`` and of ``(head, head label, relation, tail, tail label)``.
 
     Args:
         entities: a record's ``entities`` as RadGraph writes them (id → tokens, label, relations).
+        report_id: the record's id, named in the error for an unknown label.
     """
-    labelled = {i: (e["tokens"], coarse_label(e["label"])) for i, e in entities.items()}
+    labelled = {i: (e["tokens"], _coarse(e["label"], report_id, i)) for i, e in entities.items()}
     relations: Counter[Relation] = Counter()
     for i, entity in entities.items():
         for relation, target in entity["relations"]:
@@ -114,9 +112,9 @@ class Agreement:
     spurious: Counter[Entity] = field(default_factory=Counter)
     text_mismatches: int = 0
 
-    def add(self, predicted: dict[str, dict], reference: dict[str, dict]) -> None:
-        pred_entities, pred_relations = report_sets(predicted)
-        ref_entities, ref_relations = report_sets(reference)
+    def add(self, predicted: dict[str, dict], reference: dict[str, dict], report_id: str = "?") -> None:
+        pred_entities, pred_relations = report_sets(predicted, report_id)
+        ref_entities, ref_relations = report_sets(reference, report_id)
         self.reports += 1
         self.entities.add(pred_entities, ref_entities)
         self.relations.add(pred_relations, ref_relations)
@@ -147,7 +145,7 @@ def evaluate(reference: dict[str, dict], ids: list[str], predicted: dict[str, di
         ours, theirs = predicted[report_id], reference[report_id]
         if ours["text"].split() != theirs["text"].split():
             agreement.text_mismatches += 1
-        agreement.add(ours["entities"], theirs["entities"])
+        agreement.add(ours["entities"], theirs["entities"], report_id)
     return agreement
 
 
@@ -188,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     reference = json.loads(args.data.read_text(encoding="utf-8"))
     reference = {i: r for i, r in reference.items() if r.get("text", "").strip()}
+    try:  # every reference label is checked before the (slower) annotation starts
+        for report_id, record in reference.items():
+            report_sets(record["entities"], report_id)
+    except ValueError as exc:
+        print(f"error: {args.data}: {exc}", file=sys.stderr)
+        return 1
     predicted = annotate(reference)
     split = halves(reference)
     results = {name: evaluate(reference, ids, predicted) for name, ids in split.items()}

@@ -7,7 +7,8 @@ ConText attributes on observations). The rules, applied within one sentence:
 * **certainty**: negated → ``OBS-DA`` (also when a cue makes it uncertain too: CheXpert applies
   negation first); else uncertain (hedged, conditional or inferred: "may", "if", "suggestive of")
   → ``OBS-U``; else the last word of a pseudo-cue opening with a negation ("no change") →
-  ``OBS-DA``; else ``OBS-DP``.
+  ``OBS-DA``; else ``OBS-DP``. Observations offered as alternatives ("atelectasis or pneumonia",
+  "normal or mildly enlarged") are ``OBS-U`` unless negated.
 * **split phrases**: a lexicon observation phrase made of lexicon terms (``pleural effusion``,
   ``enlarged heart``, ``acute cardiopulmonary process``) is cut into them, as RadGraph annotates
   it: the observation is ``located_at`` the anatomy, other modifiers modify the observation.
@@ -31,7 +32,10 @@ ConText attributes on observations). The rules, applied within one sentence:
   by and / or / commas ("lungs are hyperexpanded and clear").
 * **suggestive_of**: ``X <cue> Y`` (``opacity, likely atelectasis``; ``may represent``;
   ``consistent with``): the observation before the cue → each observation after it, up to the next
-  cue or clause break ("but", "although").
+  cue; past a clause break ("but", "although") only to uncertain ones, the further possibilities
+  ("may reflect atelectasis, although pneumonia cannot be excluded").
+  A later cue after one of those observations ("may represent scarring or could represent
+  pneumonia") keeps the first cue's source.
 
 Each observation also yields a :class:`Mention`: the label columns it sets, from its lexicon
 concepts and from compositions with its anatomy (``heart`` + ``enlarged`` → cardiomegaly).
@@ -57,6 +61,8 @@ _OBS_LABELS = {PRESENT: "OBS-DP", ABSENT: "OBS-DA", UNCERTAIN: "OBS-U"}
 #: label columns computed from all other columns, never set by a mention
 COMPUTED_COLUMNS = frozenset({NO_FINDING, GK_NORMAL})
 _COORDINATION = frozenset({"and", "or", ",", "/", "and/or"})
+# Words that offer two observations as alternatives: each is then only possible.
+_ALTERNATIVE = frozenset({"or", "and/or"})
 # Words inside a lexicon anatomy phrase that RadGraph leaves out of its entities.
 _PHRASE_GLUE = frozenset({"and", "or", "of", "the", ",", "/"})
 # Words between an imaging word and the anatomy it names: "PA and lateral chest", "view of the chest".
@@ -134,6 +140,7 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
     for item in items:
         by_sentence.setdefault(item.sentence, []).append(item)
     for sentence_items in by_sentence.values():
+        _hedge_alternatives(sentence_items, words)
         _chain_anatomy(sentence_items, words, nlp.lexicon)
         _attach_modifiers(sentence_items, words)
         _attach_anatomy(sentence_items, words)
@@ -201,6 +208,27 @@ def _split_items(split: "SplitPhrase", start: int, sentence: int, certainty: int
             piece.links.append(("modify", target))
         piece.target = target
     return pieces
+
+
+def _hedge_alternatives(items: list[_Item], words: list[str]) -> None:
+    """Present observations offered as alternatives ("atelectasis or pneumonia") become uncertain.
+
+    Two observations joined by "or" (or "and/or"), with only modifiers, commas and "either"
+    between them, are each a possibility rather than a finding; a negated list ("no edema or
+    effusion") keeps its negation.
+    """
+    observations = [i for i in items if i.kind == OBS]
+    for left, right in zip(observations, observations[1:]):
+        between = [w.lower() for w in words[left.end + 1 : right.start]]
+        if not _ALTERNATIVE.intersection(between):  # the common case: no "or", nothing to check
+            continue
+        modifiers = {n for i in items if i.kind == MOD and left.end < i.start and i.end < right.start
+                     for n in range(i.start, i.end + 1)}
+        glue = {w for n, w in enumerate(between, start=left.end + 1) if n not in modifiers}
+        if glue & _ALTERNATIVE and glue <= _ALTERNATIVE | {",", "either"}:
+            for item in (left, right):
+                if item.certainty == PRESENT:
+                    item.certainty = UNCERTAIN
 
 
 def _locate(observation: _Item, anatomy: _Item) -> None:
@@ -501,6 +529,7 @@ def _attach_suggestive(
             cues_by_sentence.setdefault(sentence_of[start], []).append((cue_words[0], cue_words[-1]))
     for sentence, cues in cues_by_sentence.items():
         observations = [i for i in by_sentence.get(sentence, []) if i.kind == OBS]
+        sources: dict[int, _Item] = {}  # id of a suggested observation → the one suggesting it
         for n, (cue_start, cue_end) in enumerate(cues):
             before = [o for o in observations if o.end < cue_start]
             if not before:
@@ -508,11 +537,18 @@ def _attach_suggestive(
             # No further than the sentence's last observation: scanning to the end of the report
             # for a clause break made long reports quadratic.
             limit = cues[n + 1][0] if n + 1 < len(cues) else observations[-1].start + 1
-            limit = next((i for i in range(cue_end + 1, limit) if words[i].lower() in nlp.clause_breaks), limit)
-            source = before[-1]
+            clause_end = next((i for i in range(cue_end + 1, limit) if words[i].lower() in nlp.clause_breaks), limit)
+            # A second cue offering another reading of the same finding ("may represent scarring
+            # or could represent pneumonia") keeps the first cue's source.
+            source = sources.get(id(before[-1]), before[-1])
             for other in observations:
-                if cue_end < other.start < limit and other is not source:
+                if other is source or not cue_end < other.start < limit:
+                    continue
+                # After "although" / "but" a further diagnosis is offered only as a possibility:
+                # "opacity may represent pneumonia, although aspiration cannot be excluded".
+                if other.start < clause_end or other.certainty == UNCERTAIN:
                     source.links.append(("suggestive_of", other))
+                    sources[id(other)] = source
 
 
 # ---------------------------------------------------------------------- mentions

@@ -79,6 +79,17 @@ def test_a_hedge_ends_a_negation_but_a_linking_cue_does_not(extractor: Extractor
     assert entity(record, "pneumonia").label == "OBS-DA"
 
 
+def test_observations_offered_as_alternatives_are_uncertain(extractor: Extractor) -> None:
+    record = annotate(extractor, "Patchy atelectasis or pneumonia at the left base. Cardiomegaly and edema.")
+    for tokens in ("patchy", "atelectasis", "pneumonia"):
+        assert entity(record, tokens).label == "OBS-U", tokens
+    assert {entity(record, t).label for t in ("cardiomegaly", "edema")} == {"OBS-DP"}  # "and" lists findings
+    record = annotate(extractor, "The heart is either normal or mildly enlarged.")
+    assert {entity(record, t).label for t in ("normal", "mildly", "enlarged")} == {"OBS-U"}
+    record = annotate(extractor, "No edema or pneumothorax.")  # a negated list stays negated
+    assert {entity(record, t).label for t in ("edema", "pneumothorax")} == {"OBS-DA"}
+
+
 # ------------------------------------------------------------------------------ relations
 def test_laterality_modifies_anatomy_and_size_modifies_the_observation(extractor: Extractor) -> None:
     record = annotate(extractor, "Small right pleural effusion.")
@@ -110,15 +121,31 @@ def test_suggestive_of_links_finding_to_inferred_diagnosis(extractor: Extractor)
     assert related(record, entity(record, "pneumonia"), "located_at") == []
 
 
-def test_suggestive_of_stops_at_a_clause_break(extractor: Extractor) -> None:
-    record = annotate(extractor, "Opacities likely reflect atelectasis, although pneumonia cannot be excluded.")
+def test_suggestive_of_stops_at_a_clause_break_except_for_further_possibilities(extractor: Extractor) -> None:
+    record = annotate(extractor, "Opacities likely reflect atelectasis, but there is also a small effusion.")
     assert related(record, entity(record, "opacities"), "suggestive_of") == ["atelectasis"]
+    assert entity(record, "effusion").label == "OBS-DP"
+    # a diagnosis offered after the break is one more thing the opacities may be
+    record = annotate(extractor, "Opacities likely reflect atelectasis, although pneumonia cannot be excluded.")
+    assert related(record, entity(record, "opacities"), "suggestive_of") == ["atelectasis", "pneumonia"]
     assert entity(record, "pneumonia").label == "OBS-U"
+
+
+def test_a_second_reading_of_a_finding_keeps_the_finding_as_source(extractor: Extractor) -> None:
+    record = annotate(extractor, "Linear opacities may represent scarring or could represent pneumonia.")
+    assert related(record, entity(record, "opacities"), "suggestive_of") == ["scarring", "pneumonia"]
+    assert related(record, entity(record, "scarring"), "suggestive_of") == []
 
 
 def test_modifier_without_an_observation_is_dropped(extractor: Extractor) -> None:
     record = annotate(extractor, "Mild. Moderate.")
     assert record.entities == {}
+
+
+def test_a_change_word_modifies_the_position_it_describes(extractor: Extractor) -> None:
+    record = annotate(extractor, "The pigtail catheter is in unchanged position.")
+    assert related(record, entity(record, "unchanged"), "modify") == ["position"]
+    assert entity(record, "position").label == "OBS-DP"
 
 
 def test_a_change_word_without_an_observation_is_one(extractor: Extractor) -> None:
