@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 
 from kg.errors import InputError
+from kg.files import read_yaml
 
 EMBEDDING_KINDS = ("transe", "gat")
 
@@ -195,14 +195,7 @@ class CoAttentionConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> CoAttentionConfig:
         """Load a YAML file of sections (every section and field optional)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("co-attention config file not found", file=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"not valid YAML: {err}", file=path) from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_yaml(path, missing="co-attention config file not found") or {}, source=path)
 
 
 def _part_from_dict(part_type: type[_Config], data: Any, section: str, source: str | Path | None) -> _Config:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
 
 from kg.errors import InputError
+from kg.files import read_yaml
 from model.variants import knowledge_variant
+
+_Config = TypeVar("_Config")
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
@@ -217,30 +219,12 @@ class MotorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> MotorConfig:
         """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
-        if not isinstance(data, dict):
-            raise InputError("expected a mapping of MotorConfig fields", file=source)
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in names:
-                raise InputError(f"unknown MotorConfig field; known: {', '.join(sorted(names))}", file=source, field=key)
-        try:
-            return cls(**data)
-        except InputError as err:
-            raise InputError(err.message, file=source, field=err.field) from None
-        except TypeError as err:
-            raise InputError(str(err), file=source) from None
+        return config_from_dict(cls, data, source=source, name="MotorConfig")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> MotorConfig:
         """Load a YAML file of MotorConfig fields (every field optional)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("model config file not found", file=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"not valid YAML: {err}", file=path) from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_yaml(path, missing="model config file not found") or {}, source=path)
 
     @classmethod
     def preset(cls, name: str) -> MotorConfig:
@@ -251,6 +235,28 @@ class MotorConfig:
             raise InputError(f"no model preset {name!r}; available: {', '.join(names)}", field="preset")
         return cls.from_yaml(path)
 
+
+
+def config_from_dict(cls: type[_Config], data: Any, *, source: str | Path | None, name: str) -> _Config:
+    """The flat config dataclass ``cls`` built from a mapping of its fields (the ``from_dict`` of
+    :class:`MotorConfig` and the other methods' configs).
+
+    Raises:
+        InputError: ``data`` is not a mapping, names an unknown field, or a value is rejected; the
+            error names ``source`` and the field.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of {name} fields", file=source)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            raise InputError(f"unknown {name} field; known: {', '.join(sorted(names))}", file=source, field=key)
+    try:
+        return cls(**data)
+    except InputError as err:
+        raise InputError(err.message, file=source, field=err.field) from None
+    except TypeError as err:
+        raise InputError(str(err), file=source) from None
 
 def _as_sequence(value: Any, name: str) -> tuple[Any, ...]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from kg.errors import InputError
+from kg.files import read_yaml
 from model.attention_masks import PRETRAIN_SCHEMES
+from model.config import config_from_dict
 
 
 @dataclass
@@ -124,28 +125,12 @@ class MedVillConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> MedVillConfig:
         """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
-        if not isinstance(data, dict):
-            raise InputError("expected a mapping of MedVillConfig fields", file=source)
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in names:
-                raise InputError(f"unknown MedVillConfig field; known: {', '.join(sorted(names))}", file=source, field=key)
-        try:
-            return cls(**data)
-        except InputError as err:
-            raise InputError(err.message, file=source, field=err.field) from None
+        return config_from_dict(cls, data, source=source, name="MedVillConfig")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> MedVillConfig:
         """Load a YAML file of MedVillConfig fields (every field optional)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("model config file not found", file=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"not valid YAML: {err}", file=path) from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_yaml(path, missing="model config file not found") or {}, source=path)
 
 
 def _as_floats(value: Any, name: str) -> tuple[float, ...]:
