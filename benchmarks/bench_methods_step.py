@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import platform
-import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from bench_step import _current_rss_mib, _peak_rss_mib, _synchronise, synthetic_batch, synthetic_texts
+from bench_step import _current_rss_mib, memory_figures, synthetic_batch, synthetic_texts, time_training_steps
 
 from model import train_tokenizer
 from model.variants import METHOD_VARIANT_NAMES, method_variant
@@ -80,39 +79,17 @@ def measure(setting: Setting) -> dict[str, float | str]:
     torch.manual_seed(setting.seed)
     model = method.build(config, tokenizer, **inputs).to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-    def step() -> None:
-        output = model(batch)
-        optimiser.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimiser.step()
-
-    for _ in range(setting.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     # On CPU, process CPU time: wall time on a machine shared with other jobs varied 2x between
     # runs; with one thread CPU time is the step's own work. On CUDA, wall time.
     clock = time.perf_counter if device.type == "cuda" else time.process_time
-    times = []
-    for _ in range(setting.steps):
-        _synchronise(device)
-        started = clock()
-        step()
-        _synchronise(device)
-        times.append(clock() - started)
-    seconds = statistics.median(times)  # robust to stalls on a shared machine
+    _, seconds = time_training_steps(model, batch, optimiser, device, setting.warmup, setting.steps, clock)
     result: dict[str, float | str] = {
         "variant": setting.variant,
         "steps_per_s": 1 / seconds,
         "samples_per_s": setting.batch_size / seconds,
         "trainable_m": model.parameter_counts()["trainable"] / 1e6,
     }
-    if device.type == "cuda":
-        result["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        result["peak_mib"] = _peak_rss_mib()
-        result["baseline_mib"] = rss_before
+    result.update(memory_figures(device, rss_before))
     return result
 
 

@@ -181,25 +181,7 @@ def measure_training(setting: Setting) -> dict[str, float | str]:
     batch = {k: v.to(device) for k, v in synthetic_batch(tokenizer, config, setting.batch_size, setting.seed).items()}
     optimiser = build_optimizer(model, OptimConfig(lr=1e-5))  # as `motor pretrain` builds it
 
-    def step() -> None:
-        output = model(batch)
-        optimiser.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimiser.step()
-
-    for _ in range(setting.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(setting.steps):
-        _synchronise(device)
-        started = time.perf_counter()
-        step()
-        _synchronise(device)
-        times.append(time.perf_counter() - started)
-    # The median step: robust to the stalls other processes on a shared machine cause.
-    seconds = statistics.median(times)
+    step, seconds = time_training_steps(model, batch, optimiser, device, setting.warmup, setting.steps)
     counts = model.parameter_counts()
     result: dict[str, float | str] = {
         "knowledge": setting.knowledge,
@@ -212,12 +194,42 @@ def measure_training(setting: Setting) -> dict[str, float | str]:
         retrieval_ms, encoding_ms = sk_costs(model, step, device, min(setting.steps, 10))
         result["retrieval_share"] = retrieval_ms / 1000 / seconds
         result["sk_encoding_share"] = encoding_ms / 1000 / seconds
-    if device.type == "cuda":
-        result["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        result["peak_mib"] = _peak_rss_mib()
-        result["baseline_mib"] = rss_before
+    result.update(memory_figures(device, rss_before))
     return result
+
+
+def time_training_steps(model, batch: dict, optimiser, device: torch.device, warmup: int, steps: int,
+                        clock=time.perf_counter) -> tuple:
+    """``(step, seconds)``: one training step as a function, and its median time over ``steps``
+    runs after ``warmup`` untimed ones (the median is robust to the stalls other processes on a
+    shared machine cause). Peak CUDA memory is counted from after the warm-up."""
+
+    def step() -> None:
+        output = model(batch)
+        optimiser.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimiser.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        _synchronise(device)
+        started = clock()
+        step()
+        _synchronise(device)
+        times.append(clock() - started)
+    return step, statistics.median(times)
+
+
+def memory_figures(device: torch.device, rss_before: float) -> dict[str, float]:
+    """Peak memory in MiB: CUDA allocations, or the process's peak RSS (with the RSS before the
+    model was built, most of it libraries) on CPU."""
+    if device.type == "cuda":
+        return {"peak_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    return {"peak_mib": _peak_rss_mib(), "baseline_mib": rss_before}
 
 
 def sk_costs(model: MotorModel, step, device: torch.device, steps: int) -> tuple[float, float]:
