@@ -224,7 +224,7 @@ def generation_evaluation(
         CheXpert-label precision / recall / F1 of ``kg label`` on the generated against the
         reference reports under both uncertain-label policies
         (:func:`pipelines.metrics.clinical_efficacy_both`), and ``f1_radgraph``
-        (:func:`pipelines.metrics.radgraph.generation_f1_radgraph`; ``None`` for the beam and
+        (:class:`pipelines.metrics.radgraph.GenerationF1RadGraph`; ``None`` for the beam and
         baseline reports when the package's annotations cover only the greedy ones).
         ``per_study`` lists every study's ``study_id``, ``reference``, ``greedy`` (and ``beam``)
         report (:mod:`pipelines.per_study`): what the package annotates.
@@ -232,18 +232,18 @@ def generation_evaluation(
     from kg.label import label_texts
     from pipelines.data.motor_samples import study_texts
     from pipelines.metrics import caption_metrics, clinical_efficacy_both
-    from pipelines.metrics.radgraph import generation_f1_radgraph
+    from pipelines.metrics.radgraph import GenerationF1RadGraph
 
     references = dataset.reports()
     study_ids = [study_id for study_id, _ in study_texts(dataset.studies)]
     reference_labels = label_texts(references)
+    f1_radgraph = GenerationF1RadGraph(references, study_ids, radgraph_annotations)  # references annotated once
 
     def scores(predictions: list[str], annotated: bool = False) -> dict[str, Any]:
         # ``annotated``: the reports the package's annotations (when given) must cover.
         metrics = caption_metrics(predictions, references, meteor=meteor)
         metrics["clinical_efficacy"] = clinical_efficacy_both(label_texts(predictions), reference_labels)
-        metrics["f1_radgraph"] = generation_f1_radgraph(predictions, references, study_ids, radgraph_annotations,
-                                                        required=annotated)
+        metrics["f1_radgraph"] = f1_radgraph.score(predictions, required=annotated)
         return metrics
 
     kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}

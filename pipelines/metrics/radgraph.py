@@ -227,43 +227,82 @@ def f1_radgraph_from_annotations(
     return f1_radgraph(hypotheses, reference_records, "radgraph")
 
 
+class GenerationF1RadGraph:
+    """F1-RadGraph of sets of generated reports against one set of references, as a generation
+    evaluation reports it: the references are annotated (or their package annotations read and
+    matched) once, however many sets (greedy, beam search, a baseline) are scored against them.
+
+    Args:
+        references, study_ids: aligned, in evaluation order.
+        annotations: ``(HYPS.json, REFS.json)`` written by the ``radgraph`` package for the
+            generated and the reference reports; ``None`` annotates both with the rules annotator.
+
+    Raises:
+        InputError: an annotation file is missing or malformed, a study has no annotation, or an
+            annotation of REFS.json is of another text than the study's report.
+    """
+
+    def __init__(self, references: Sequence[str], study_ids: Sequence[str],
+                 annotations: Sequence[str | os.PathLike] | None = None) -> None:
+        self.reference_texts = list(references)
+        self.study_ids = list(study_ids)
+        self.hypotheses_file: Path | None = None
+        self.references_file: Path | None = None
+        self.annotator = "rules"
+        if annotations is not None:
+            self.annotator = "radgraph"
+            self.hypotheses_file, self.references_file = (Path(p) for p in annotations)
+        self._references: list | None = None
+
+    @property
+    def references(self) -> list:
+        """The reference annotations, made (or read and matched) on first use only."""
+        if self._references is None:
+            if self.references_file is None:
+                self._references = annotate_texts(self.reference_texts)
+            else:
+                self._references = match_annotations(read_annotations(self.references_file), self.study_ids,
+                                                     self.reference_texts, file=self.references_file, what="reference")
+        return self._references
+
+    def score(self, predictions: Sequence[str], *, required: bool = True) -> dict[str, Any] | None:
+        """:func:`f1_radgraph`'s result for ``predictions`` without ``per_report``, or ``None``
+        when ``required`` is false and the package's annotations are of other reports (their
+        figure is left out rather than computed with another annotator).
+
+        Raises:
+            InputError: as the class; with ``required``, also when HYPS.json annotates other texts.
+        """
+        if len(predictions) != len(self.reference_texts):
+            raise InputError(f"{len(predictions)} predictions for {len(self.reference_texts)} references",
+                             field="predictions")
+        if self.hypotheses_file is None:
+            hypotheses = annotate_texts(predictions)
+        else:
+            try:
+                hypotheses = match_annotations(read_annotations(self.hypotheses_file), self.study_ids, predictions,
+                                               file=self.hypotheses_file, what="generated")
+            except InputError as err:
+                if required or err.field != "text":
+                    raise
+                return None
+        result = f1_radgraph(hypotheses, self.references, self.annotator)
+        result.pop("per_report")
+        return result
+
+
 def generation_f1_radgraph(
     predictions: Sequence[str], references: Sequence[str], study_ids: Sequence[str],
     annotations: Sequence[str | os.PathLike] | None = None, *, required: bool = True,
 ) -> dict[str, Any] | None:
-    """F1-RadGraph of one set of generated reports, as a generation evaluation reports it.
+    """F1-RadGraph of one set of generated reports (:class:`GenerationF1RadGraph` for one set).
 
     Args:
         predictions, references, study_ids: aligned, in evaluation order.
-        annotations: ``(HYPS.json, REFS.json)`` written by the ``radgraph`` package for the
-            generated and the reference reports; ``None`` annotates both with the rules annotator.
-        required: with ``annotations``, whether HYPS.json must annotate ``predictions`` (the
-            greedy reports); if not, another set of reports (beam search, a baseline) gets
-            ``None``: its figure is left out rather than computed with another annotator.
-
-    Returns:
-        :func:`f1_radgraph`'s result without ``per_report``, or ``None`` (see ``required``).
-
-    Raises:
-        InputError: an annotation file is missing or malformed, a study has no annotation, or
-            (``required``) an annotation is of another text than the study's report.
+        annotations: as :class:`GenerationF1RadGraph`.
+        required: as :meth:`GenerationF1RadGraph.score`.
     """
-    if annotations is None:
-        result = f1_radgraph_from_texts(predictions, references)
-    else:
-        hypotheses_file, references_file = (Path(p) for p in annotations)
-        try:
-            hypotheses = match_annotations(read_annotations(hypotheses_file), study_ids, predictions,
-                                           file=hypotheses_file, what="generated")
-        except InputError as err:
-            if required or err.field != "text":
-                raise
-            return None
-        reference_records = match_annotations(read_annotations(references_file), study_ids, references,
-                                              file=references_file, what="reference")
-        result = f1_radgraph(hypotheses, reference_records, "radgraph")
-    result.pop("per_report")
-    return result
+    return GenerationF1RadGraph(references, study_ids, annotations).score(predictions, required=required)
 
 
 #: Result key → table column.
