@@ -31,6 +31,8 @@ _Config = TypeVar("_Config")
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
 UNMENTIONED_POLICIES = ("negative", "ignore")
+#: ``sk_fusion`` values: how E_{sk→v} sees the k retrieved reports (:class:`model.knowledge.SKEncoder`).
+SK_FUSIONS = ("concat", "weighted_sum")
 
 
 @dataclass
@@ -61,9 +63,15 @@ class MotorConfig:
         gk_graph: GK definition YAML (``None``: the shipped chest graph).
         labels_file: CheXpert label prompts YAML (``None``: the shipped ``graphs/labels.yaml``).
         gk_layers / gk_heads: GK encoder depth and heads (width = text_width).
-        gk_image_layers / sk_image_layers: cross-attention blocks of E_{gk→v} / E_{sk→v}.
+        gk_intermediate: GK encoder feed-forward width (``None``: 4 · text_width).
+        gk_image_layers / sk_image_layers: the cross-encoder depth, cross-attention + feed-forward
+            blocks of E_{gk→v} / E_{sk→v} (each followed by a final LayerNorm; the reference has 2).
         knowledge_heads: heads of those cross-attention blocks (divides vision_width).
+        knowledge_intermediate: their feed-forward width (``None``: 4 · vision_width).
         sk_layers: depth of the SK encoder E_sk (a BERT stack of text_width).
+        sk_fusion: how E_{sk→v} sees the k retrieved reports' encodings: ``concat`` (k·L keys,
+            the default) or ``weighted_sum`` (L keys, summed with softmax(retrieval score)
+            weights, the reference code's choice); see :class:`model.knowledge.SKEncoder`.
         sk_max_len: SK sentence tokens, ``[CLS]`` and ``[SEP]`` included.
         sk_queue_size: n_Q, reports held in the SK report queue Q.
         sk_top_k: k, reports retrieved per image.
@@ -112,10 +120,13 @@ class MotorConfig:
     labels_file: str | None = None
     gk_layers: int = 2
     gk_heads: int = 12
+    gk_intermediate: int | None = None
     gk_image_layers: int = 1
     sk_image_layers: int = 1
     knowledge_heads: int = 12
+    knowledge_intermediate: int | None = None
     sk_layers: int = 4
+    sk_fusion: str = "concat"
     sk_max_len: int = 90
     sk_queue_size: int = 65536
     sk_top_k: int = 3
@@ -143,6 +154,12 @@ class MotorConfig:
         knowledge_variant(self.knowledge)
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
+        if self.sk_fusion not in SK_FUSIONS:
+            raise InputError(f"must be one of {', '.join(SK_FUSIONS)}; got {self.sk_fusion!r}", field="sk_fusion")
+        for name in ("gk_intermediate", "knowledge_intermediate"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"must be a positive integer or null; got {value!r}", field=name)
         if self.unmentioned not in UNMENTIONED_POLICIES:
             raise InputError(f"must be one of {', '.join(UNMENTIONED_POLICIES)}; got {self.unmentioned!r}", field="unmentioned")
         positive = (

@@ -4,7 +4,8 @@
   f_gk, attending only along the graph's edges.
 * :class:`GKImageEncoder` E_{gk→v} (Eq. 5) lets image tokens attend to f_gk → f_v^gk.
 * :class:`SKEncoder` E_sk (Eq. 3–4) encodes the SK sentences (RadGraph triplets) of the k
-  retrieved reports in one batched pass → f_sk.
+  retrieved reports in one batched pass → f_sk (the k encodings concatenated, or their
+  similarity-weighted sum as in the reference code: ``sk_fusion``).
 * :class:`SKImageEncoder` E_{sk→v} (Eq. 6) lets image tokens attend to f_sk → f_v^sk.
 * :func:`retrieve_knowledge` picks each image's top-k reports from the report queue Q.
 * :class:`LabelScorer` (Eq. 7–9) scores image features against label-prompt features.
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from kg.gk import GeneralKnowledgeGraph
+from model.config import SK_FUSIONS
 from model.queues import FeatureQueue
 
 NODE_TYPES = 3  # root, organ, finding (kg.gk node types 0/1/2)
@@ -32,10 +34,14 @@ class GKEncoder(nn.Module):
     graph's visible mask (Eq. 2): node i sees node j only if ``visible_mask[i, j]``.
 
     ``forward() -> (N, width)`` node features f_gk; they do not depend on the batch, so they are
-    computed once per step and shared by every image.
+    computed once per step and shared by every image. ``intermediate`` is the feed-forward width
+    (``None``: 4 · width).
     """
 
-    def __init__(self, graph: GeneralKnowledgeGraph, width: int, layers: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self, graph: GeneralKnowledgeGraph, width: int, layers: int, heads: int, dropout: float,
+        intermediate: int | None = None,
+    ) -> None:
         super().__init__()
         self.node_ids = list(graph.node_ids)
         self.word_embedding = nn.Parameter(torch.zeros(len(graph), width))
@@ -43,7 +49,7 @@ class GKEncoder(nn.Module):
         self.register_buffer("node_types", graph.node_type_ids(), persistent=False)
         self.register_buffer("visible_mask", graph.visible_mask(), persistent=False)
         layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
+            width, heads, intermediate or 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
         )
         self.layers = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
 
@@ -62,13 +68,14 @@ class GKEncoder(nn.Module):
 
 
 class CrossAttentionBlock(nn.Module):
-    """Pre-norm block: ``x + Attn(LN(x), LN(kv))`` then ``x + MLP(LN(x))``.
+    """Pre-norm block: ``x + Attn(LN(x), LN(kv))`` then ``x + MLP(LN(x))``; the MLP is
+    ``intermediate`` wide (``None``: 4 · width).
 
     ``forward(x (B, Q, width), kv (B, K, kv_width), kv_padding (B, K) bool True=ignore | None)``
     returns ``(x (B, Q, width), attention (B, heads, Q, K) or None)``.
     """
 
-    def __init__(self, width: int, kv_width: int, heads: int, dropout: float) -> None:
+    def __init__(self, width: int, kv_width: int, heads: int, dropout: float, intermediate: int | None = None) -> None:
         super().__init__()
         from timm.layers import Mlp
 
@@ -78,7 +85,7 @@ class CrossAttentionBlock(nn.Module):
             width, heads, dropout=dropout, kdim=kv_width, vdim=kv_width, batch_first=True
         )
         self.norm_mlp = nn.LayerNorm(width)
-        self.mlp = Mlp(width, 4 * width, act_layer=nn.GELU, drop=dropout)
+        self.mlp = Mlp(width, intermediate or 4 * width, act_layer=nn.GELU, drop=dropout)
 
     def forward(
         self, x: torch.Tensor, kv: torch.Tensor, kv_padding: torch.Tensor | None = None, need_weights: bool = False
@@ -95,14 +102,24 @@ class CrossAttentionBlock(nn.Module):
 class KnowledgeImageEncoder(nn.Module):
     """Image tokens (queries) attend to knowledge tokens (keys/values) through cross-attention blocks.
 
+    ``layers`` pre-norm blocks (cross-attention + feed-forward, each ``intermediate`` wide) and a
+    final LayerNorm, the shape of the reference code's ``Decoder`` (2 blocks there): pre-norm
+    residual streams grow with depth, and the norm hands the next stage (ITC projection, E_{v→t}
+    cross-attention) tokens of the scale the ViT's own final norm gives.
+
     ``forward(image_tokens (B, T, vision_width), knowledge (B, K, kv_width), padding (B, K) | None,
     return_attention=False)`` returns the enhanced tokens (B, T, vision_width), and with
     ``return_attention`` also a list with each block's attention (B, heads, T, K).
     """
 
-    def __init__(self, width: int, kv_width: int, layers: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self, width: int, kv_width: int, layers: int, heads: int, dropout: float, intermediate: int | None = None
+    ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(CrossAttentionBlock(width, kv_width, heads, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            CrossAttentionBlock(width, kv_width, heads, dropout, intermediate) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(width)
 
     def forward(
         self,
@@ -115,6 +132,7 @@ class KnowledgeImageEncoder(nn.Module):
         for block in self.blocks:
             x, weights = block(x, knowledge, padding, need_weights=return_attention)
             maps.append(weights)
+        x = self.norm(x)
         return (x, maps) if return_attention else x
 
 
@@ -131,8 +149,10 @@ class SKImageEncoder(KnowledgeImageEncoder):
     change with the queue's fill level.
     """
 
-    def __init__(self, width: int, kv_width: int, layers: int, heads: int, dropout: float) -> None:
-        super().__init__(width, kv_width, layers, heads, dropout)
+    def __init__(
+        self, width: int, kv_width: int, layers: int, heads: int, dropout: float, intermediate: int | None = None
+    ) -> None:
+        super().__init__(width, kv_width, layers, heads, dropout, intermediate)
         self.null_knowledge = nn.Parameter(torch.zeros(1, 1, kv_width))
         nn.init.normal_(self.null_knowledge, std=0.02)
 
@@ -153,20 +173,35 @@ class SKImageEncoder(KnowledgeImageEncoder):
 class SKEncoder(nn.Module):
     """E_sk: a BERT stack over the SK sentences of the retrieved reports.
 
-    ``forward(ids (B, k, L), mask (B, k, L), slots (B, k) | None) -> (f_sk (B, k·L, width),
-    padding (B, k·L) bool)``. The sentences go through the encoder as one batch; the k encodings
-    of an image are then laid end to end as one key/value sequence for E_{sk→v}, with ``padding``
-    True at padding tokens and at the slots of reports that were not retrieved. Given the
-    report-queue ``slots``, a report retrieved by several images of the batch is encoded once
-    (popular reports are: similar images retrieve the same neighbours) and its encoding shared.
+    ``forward(ids (B, k, L), mask (B, k, L), slots (B, k) | None, scores (B, k) | None) ->
+    (f_sk, padding)``. The sentences go through the encoder as one batch; given the report-queue
+    ``slots``, a report retrieved by several images of the batch is encoded once (popular reports
+    are: similar images retrieve the same neighbours) and its encoding shared. ``fusion`` then
+    decides what E_{sk→v} attends to:
+
+    * ``concat``: the k encodings laid end to end, f_sk (B, k·L, width), with ``padding`` (B, k·L)
+      True at padding tokens and at the slots of reports that were not retrieved;
+    * ``weighted_sum`` (the reference code's ``get_image_knowledge``): the k encodings summed
+      position by position with weights softmax(retrieval ``scores``) over the retrieved reports,
+      f_sk (B, L, width); a position is padding only when it is padding in every retrieved
+      sentence. Unlike the reference, padding tokens add nothing to the sum (the reference also
+      sums the encodings of its pad tokens), and an image without any retrieved report gets
+      zeros, all padding.
     """
 
-    def __init__(self, text_encoder: nn.Module) -> None:
+    def __init__(self, text_encoder: nn.Module, fusion: str = "concat") -> None:
         super().__init__()
+        if fusion not in SK_FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(SK_FUSIONS)}; got {fusion!r}")
         self.encoder = text_encoder
+        self.fusion = fusion
 
     def forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, slots: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        slots: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, k, length = ids.shape
         flat_ids, flat_mask = ids.reshape(batch * k, length), mask.reshape(batch * k, length)
@@ -179,7 +214,23 @@ class SKEncoder(nn.Module):
             first = positions.new_full((unique.numel(),), batch * k).scatter_reduce_(0, inverse, positions, reduce="amin")
             hidden = self.encoder(input_ids=flat_ids[first], attention_mask=flat_mask[first].long()).last_hidden_state
             hidden = hidden[inverse]
-        return hidden.reshape(batch, k * length, -1), ~flat_mask.reshape(batch, k * length).bool()
+        if self.fusion == "concat":
+            return hidden.reshape(batch, k * length, -1), ~flat_mask.reshape(batch, k * length).bool()
+        return _weighted_sum(hidden.reshape(batch, k, length, -1), mask.bool(), scores)
+
+
+def _weighted_sum(
+    hidden: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k, L, W) encodings → (B, L, W) sum weighted by softmax(scores) over retrieved reports."""
+    if scores is None:
+        raise ValueError("sk_fusion 'weighted_sum' needs the retrieval scores of the k reports")
+    retrieved = mask.any(-1)  # (B, k): a slot without a single token was not retrieved
+    logits = scores.to(hidden.dtype).masked_fill(~retrieved, float("-inf"))
+    # An image without any retrieved report has all -inf logits: its weights become 0, not NaN.
+    weights = torch.nan_to_num(logits.softmax(-1), nan=0.0)
+    fused = (hidden * (mask.unsqueeze(-1) * weights[..., None, None]).to(hidden.dtype)).sum(1)
+    return fused, ~mask.any(1)
 
 
 @dataclass
@@ -189,11 +240,14 @@ class RetrievedKnowledge:
     Attributes:
         ids: (B, k, L) token ids. mask: (B, k, L) bool, False at padding and at empty slots.
         slots: (B, k) report-queue slots, -1 where fewer than k reports were available.
+        scores: (B, k) float32 inner products of the query with each retrieved report (0 at
+            empty slots), the weights of ``sk_fusion: weighted_sum``.
     """
 
     ids: torch.Tensor
     mask: torch.Tensor
     slots: torch.Tensor
+    scores: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -226,6 +280,7 @@ def retrieve_knowledge(
     everyone = bool(has_sk.all())
     candidates = torch.arange(has_sk.shape[0], device=has_sk.device) if everyone else has_sk.nonzero().squeeze(1)
     chosen = torch.full((batch, k), -1, dtype=torch.long, device=device)
+    chosen_scores = torch.zeros((batch, k), dtype=torch.float32, device=device)
     if candidates.numel() > 0:
         own = None
         extra = 0
@@ -235,19 +290,23 @@ def retrieve_knowledge(
             extra = int(own.sum(1).max())
         depth = min(k + extra, candidates.numel())
         features = queue.entries("feature") if everyone else queue.entries("feature")[candidates]
-        _, neighbours = knn(queries.detach().float(), features, depth)
-        neighbours = neighbours.to(device)
+        found, neighbours = knn(queries.detach().float(), features, depth)
+        neighbours, found = neighbours.to(device), found.to(device)
         usable = torch.ones_like(neighbours, dtype=torch.bool) if own is None else ~own.gather(1, neighbours)
         # A stable sort moves excluded hits behind the usable ones and keeps the rank order.
         order = torch.sort((~usable).to(torch.int8), dim=1, stable=True).indices[:, :k]
         picked = candidates[neighbours.gather(1, order)]
-        picked[~usable.gather(1, order)] = -1
+        kept = usable.gather(1, order)
+        picked[~kept] = -1
         chosen[:, : picked.shape[1]] = picked
+        chosen_scores[:, : picked.shape[1]] = found.gather(1, order).float().masked_fill(~kept, 0.0)
     present = chosen >= 0
     slots = chosen.clamp(min=0)
     mask = queue.sk_mask[slots] & present.unsqueeze(-1)
     length = max(int(mask.sum(-1).max()), 1)
-    return RetrievedKnowledge(ids=queue.sk_ids[slots][..., :length].long(), mask=mask[..., :length], slots=chosen)
+    return RetrievedKnowledge(
+        ids=queue.sk_ids[slots][..., :length].long(), mask=mask[..., :length], slots=chosen, scores=chosen_scores
+    )
 
 
 class LabelScorer(nn.Module):

@@ -10,7 +10,9 @@ One training step, top to bottom as :meth:`MotorModel.forward` runs it:
 4. SK path (``sk``): the image's [CLS] feature (f_v^gk, or f_v without GK) retrieves its top-k
    reports from Q by inner product (``kg.retrieval.knn``); E_sk encodes the retrieved SK sentences
    from their queued token ids in one batched pass, each distinct report once → f_sk (Eq. 3–4),
-   and E_{sk→v} lets the image attend to the k encodings laid end to end → f_v^sk (Eq. 6).
+   and E_{sk→v} lets the image attend to the k encodings laid end to end (``sk_fusion: concat``)
+   or to their sum weighted by softmax of the retrieval scores (``weighted_sum``, the reference
+   code's choice) → f_v^sk (Eq. 6).
 5. The momentum encoders give the image's ITC targets f_v'. As in the MOTOR reference code they
    reuse the online f_gk and f_sk and the online E_{sk→v} without gradient (only E_v, E_{gk→v},
    E_t and the projections have momentum copies); ``momentum_knowledge`` gives every knowledge
@@ -112,16 +114,20 @@ class MotorModel(nn.Module):
         self.image_encoder = ImageEncoder(config)
         if config.uses_gk:
             graph = load_gk(config.gk_graph)
-            self.gk_encoder = GKEncoder(graph, config.text_width, config.gk_layers, config.gk_heads, config.dropout)
+            self.gk_encoder = GKEncoder(
+                graph, config.text_width, config.gk_layers, config.gk_heads, config.dropout, config.gk_intermediate
+            )
             self.gk_image_encoder = GKImageEncoder(
-                config.vision_width, config.text_width, config.gk_image_layers, config.knowledge_heads, config.dropout
+                config.vision_width, config.text_width, config.gk_image_layers, config.knowledge_heads, config.dropout,
+                config.knowledge_intermediate,
             )
             self._node_token_ids = tokenizer(graph.node_words(), add_special_tokens=False)["input_ids"]
         if config.uses_sk:
             sk_cfg = text_config(config, vocab_size, self.token_ids, layers=config.sk_layers, cross_attention=False)
-            self.sk_encoder = SKEncoder(build_text_encoder(sk_cfg))
+            self.sk_encoder = SKEncoder(build_text_encoder(sk_cfg), config.sk_fusion)
             self.sk_image_encoder = SKImageEncoder(
-                config.vision_width, config.text_width, config.sk_image_layers, config.knowledge_heads, config.dropout
+                config.vision_width, config.text_width, config.sk_image_layers, config.knowledge_heads, config.dropout,
+                config.knowledge_intermediate,
             )
         self.vision_proj = nn.Linear(config.vision_width, config.embed_dim)
         self.text_encoder = build_text_encoder(text_cfg)
@@ -405,10 +411,11 @@ def gk_stage(towers: nn.Module, images: torch.Tensor, nodes: torch.Tensor | None
 
 
 def encode_sk(towers: nn.Module, knowledge: RetrievedKnowledge | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """f_sk (B, k·L, text_width) and its padding mask (B, k·L) for the retrieved SK sentences (Eq. 3–4)."""
+    """f_sk and its padding mask for the retrieved SK sentences (Eq. 3–4): (B, k·L, text_width) and
+    (B, k·L) with ``sk_fusion: concat``, (B, L, text_width) and (B, L) with ``weighted_sum``."""
     if knowledge is None:
         return None
-    return towers.sk_encoder(knowledge.ids, knowledge.mask, knowledge.slots)
+    return towers.sk_encoder(knowledge.ids, knowledge.mask, knowledge.slots, knowledge.scores)
 
 
 def sk_stage(

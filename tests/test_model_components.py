@@ -431,3 +431,79 @@ def test_lm_loss_predicts_the_next_token_and_ignores_padding():
     loss = LanguageModelingLoss(label_smoothing=0.0)(logits, ids, mask)
     terms = [-F.log_softmax(logits[b, t], dim=-1)[ids[b, t + 1]] for b in range(2) for t in range(3) if mask[b, t + 1]]
     torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+# ---------------------------------------------------------------------------- faithful options
+def test_weighted_sum_fusion_is_the_softmax_score_weighted_sum_of_the_separate_encodings(tokenizer):
+    model = build_model(tiny_config("sk", sk_fusion="weighted_sum"), tokenizer).eval()
+    ids = torch.randint(7, len(tokenizer), (2, 3, 5))
+    lengths = torch.tensor([[5, 3, 0], [4, 5, 2]])  # image 0 retrieved two reports only
+    mask = torch.arange(5) < lengths.unsqueeze(-1)
+    scores = torch.tensor([[0.9, 0.5, 0.0], [0.2, 0.7, 0.4]])
+    with torch.no_grad():
+        fused, padding = model.sk_encoder(ids, mask, scores=scores)
+        assert fused.shape == (2, 5, model.config.text_width)
+        assert padding.tolist() == [[False] * 5, [False] * 5]
+        for b in range(2):
+            present = lengths[b] > 0
+            weights = scores[b][present].softmax(0)
+            expected = torch.zeros(5, model.config.text_width)
+            for weight, j in zip(weights, present.nonzero().flatten().tolist()):
+                n = int(lengths[b, j])
+                alone = model.sk_encoder.encoder(input_ids=ids[b, j, :n].unsqueeze(0)).last_hidden_state[0]
+                expected[:n] += weight * alone
+            torch.testing.assert_close(fused[b], expected, atol=1e-5, rtol=1e-5)
+        empty, empty_padding = model.sk_encoder(ids, torch.zeros_like(mask), scores=scores)
+    assert torch.equal(empty, torch.zeros_like(empty)) and empty_padding.all()
+
+
+def test_retrieval_scores_are_the_inner_products_of_the_chosen_reports():
+    generator = torch.Generator().manual_seed(3)
+    features = F.normalize(torch.randn(10, 8, generator=generator), dim=1)
+    queue = _report_queue(features, torch.arange(10), torch.ones(10, dtype=torch.bool))
+    queries = F.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    result = retrieve_knowledge(queue, queries, k=3)
+    expected = (queries @ queue.feature.T).gather(1, result.slots)
+    torch.testing.assert_close(result.scores, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "weighted_sum"])
+def test_a_training_step_and_inference_run_with_either_sk_fusion(tokenizer, fusion):
+    model = build_model(tiny_config("gk+sk", sk_fusion=fusion), tokenizer)
+    batch = make_batch(tokenizer, model.config)
+    output = model(batch)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert model.sk_encoder.encoder.embeddings.word_embeddings.weight.grad is not None
+    with torch.no_grad():
+        assert torch.isfinite(model.eval().encode_image(batch["image"])).all()
+
+
+def test_cross_encoders_have_the_configured_depth_width_and_a_final_layer_norm(tokenizer):
+    config = tiny_config("gk+sk", gk_image_layers=2, sk_image_layers=3, knowledge_intermediate=48, gk_intermediate=40)
+    model = build_model(config, tokenizer)
+    assert len(model.gk_image_encoder.blocks) == 2 and len(model.sk_image_encoder.blocks) == 3
+    assert model.gk_image_encoder.blocks[0].mlp.fc1.out_features == 48
+    assert model.gk_encoder.layers.layers[0].linear1.out_features == 40
+    tokens = torch.randn(2, 5, config.vision_width) * 7 + 3
+    out = model.gk_image_encoder(tokens, torch.randn(2, 4, config.text_width))
+    # The final LayerNorm (weight 1, bias 0 at init) leaves every token at mean 0, variance 1.
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+
+
+def test_base_preset_has_the_reference_knowledge_module_sizes():
+    from model import MotorConfig
+
+    base = MotorConfig.preset("base")
+    assert (base.gk_layers, base.gk_heads, base.gk_intermediate) == (2, 6, 1024)
+    assert (base.gk_image_layers, base.sk_image_layers, base.knowledge_heads, base.knowledge_intermediate) == (2, 2, 6, 1024)
+    assert (base.sk_layers, base.sk_top_k, base.sk_max_len, base.max_text_len) == (12, 3, 90, 90)
+    assert (base.sk_queue_size, base.queue_size, base.sk_fusion) == (65536, 65536, "concat")
+
+
+def test_unknown_sk_fusion_is_refused_naming_the_field():
+    from kg.errors import InputError
+    from model import MotorConfig
+
+    with pytest.raises(InputError, match="sk_fusion"):
+        MotorConfig.preset("tiny").replace(sk_fusion="mean")
