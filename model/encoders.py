@@ -189,6 +189,38 @@ class LocalBert:
             "text_heads": self.config.num_attention_heads, "text_intermediate": self.config.intermediate_size,
         }
 
+    def vocabulary(self) -> dict[str, int] | None:
+        """The checkout's own token → id table (``vocab.txt`` or ``tokenizer.json``), ``None`` if it has none."""
+        from model.tokenizer import load_tokenizer
+
+        if not ((self.directory / "vocab.txt").is_file() or (self.directory / "tokenizer.json").is_file()):
+            return None
+        return dict(load_tokenizer(self.directory).get_vocab())
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Refuse a tokenizer whose ids are not the checkout's: its embedding rows would mean other words.
+
+        The checkout's vocabulary must map into ``tokenizer`` unchanged (the tokenizer may add
+        tokens after it, as ``[ENC]`` and ``[DEC]``). A checkout without a vocabulary file is not
+        checked.
+
+        Raises:
+            InputError: a token of the checkout has another id (or none) in ``tokenizer``.
+        """
+        own = self.vocabulary()
+        if own is None:
+            return
+        theirs = tokenizer.get_vocab()
+        differing = [token for token, index in own.items() if theirs.get(token) != index]
+        if differing:
+            raise InputError(
+                f"the tokenizer does not use this checkout's vocabulary ({len(differing)} of {len(own)} tokens "
+                f"differ, e.g. {differing[0]!r}): its word-embedding rows would be paired with other words. "
+                "Load the checkout's own tokenizer (model.tokenizer.load_tokenizer(text_model_dir); in a "
+                "pretraining config leave tokenizer.path unset or point it at the checkout)",
+                file=self.directory, field="text_model_dir",
+            )
+
     @torch.no_grad()
     def initialise(self, model: nn.Module) -> None:
         """Copy the checkout's weights into a ``BlipTextModel`` of the same width.

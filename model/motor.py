@@ -476,9 +476,12 @@ def build_model(config: MotorConfig, tokenizer: Any) -> MotorModel:
 
     Raises:
         MissingResourceError: a local weight file or directory named in ``config`` is absent.
+        InputError: ``tokenizer`` is not the ``text_model_dir`` checkout's own (its word-embedding
+            rows would be paired with other words).
     """
     bert = LocalBert(config.text_model_dir) if config.text_model_dir else None
     if bert is not None:
+        bert.check_tokenizer(tokenizer)
         config = config.replace(**bert.sizes())
     model = MotorModel(config, tokenizer)
     if bert is not None:

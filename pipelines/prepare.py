@@ -140,16 +140,28 @@ def companion_file(manifest: Path, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def prepare_tokenizer(config: TokenizerConfig, texts: list[str], run_dir: str | os.PathLike, ctx: DistributedContext) -> Any:
-    """The report tokenizer: loaded from ``config.path``, or a WordPiece vocabulary trained on ``texts``.
+def prepare_tokenizer(
+    config: TokenizerConfig, texts: list[str], run_dir: str | os.PathLike, ctx: DistributedContext,
+    text_model_dir: str | None = None,
+) -> Any:
+    """The report tokenizer: loaded from ``config.path``, else the ``text_model_dir`` checkout's own,
+    else a WordPiece vocabulary trained on ``texts``.
 
-    A trained tokenizer is saved to ``run_dir/tokenizer`` by rank 0 (training is deterministic, so
-    re-running gives the same vocabulary) and loaded from there by every process.
+    A local BERT checkout (``model.text_model_dir``) brings its tokenizer: a vocabulary trained on
+    the reports would pair the checkout's word-embedding rows with other words. A trained tokenizer
+    is saved to ``run_dir/tokenizer`` by rank 0 (training is deterministic, so re-running gives the
+    same vocabulary) and loaded from there by every process.
+
+    Raises:
+        MissingResourceError: ``text_model_dir`` holds neither ``vocab.txt`` nor ``tokenizer.json``
+            (and ``tokenizer.path`` is unset).
     """
     from model.tokenizer import load_tokenizer, train_tokenizer
 
     if config.path is not None:
         return load_tokenizer(config.path)
+    if text_model_dir is not None:
+        return load_tokenizer(text_model_dir)
     out = Path(run_dir) / "tokenizer"
     if ctx.is_main:
         train_tokenizer(texts, out, vocab_size=config.vocab_size)

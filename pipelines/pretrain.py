@@ -101,7 +101,8 @@ def pretrain(
     train_studies = load_split(manifest, "train", model_config, config.data.missing)
     studies = study_texts(train_studies)
     say(f"data: {manifest} ({len(train_studies)} training studies)")
-    tokenizer = prepare_tokenizer(config.tokenizer, [report for _, report in studies], run_dir, ctx)
+    tokenizer = prepare_tokenizer(config.tokenizer, [report for _, report in studies], run_dir, ctx,
+                                  text_model_dir=getattr(model_config, "text_model_dir", None))
 
     sentences: dict[str, str] = {}
     store_path: Path | None = None

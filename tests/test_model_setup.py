@@ -116,6 +116,38 @@ def test_local_bert_checkout_initialises_text_stacks_and_tokenizer(tmp_path):
     assert torch.isfinite(model(batch).loss)
 
 
+def _tiny_bert_checkout(directory):
+    from transformers import BertConfig, BertModel
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "heart", "lung"]
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(directory)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return directory
+
+
+def test_a_local_bert_with_another_tokenizer_is_refused_naming_text_model_dir(tmp_path, tokenizer):
+    bert_dir = _tiny_bert_checkout(tmp_path / "bert")
+    config = tiny_config("none", text_model_dir=str(bert_dir), text_width=64)
+    with pytest.raises(InputError, match="text_model_dir") as caught:
+        build_model(config, tokenizer)  # the report-trained vocabulary, not the checkout's
+    assert "vocabulary" in str(caught.value) and str(bert_dir) in str(caught.value)
+    assert build_model(config, load_tokenizer(bert_dir)).config.text_width == 32
+
+
+def test_pretraining_without_tokenizer_path_uses_the_text_model_dirs_tokenizer(tmp_path):
+    from pipelines.config import TokenizerConfig
+    from pipelines.distributed import init_distributed
+    from pipelines.prepare import prepare_tokenizer
+
+    bert_dir = _tiny_bert_checkout(tmp_path / "bert")
+    ctx = init_distributed("cpu")
+    loaded = prepare_tokenizer(TokenizerConfig(), ["a report"], tmp_path / "run", ctx, text_model_dir=str(bert_dir))
+    assert loaded.get_vocab()["heart"] == 31 and not (tmp_path / "run" / "tokenizer").exists()
+    with pytest.raises(MissingResourceError, match="vocab.txt"):
+        prepare_tokenizer(TokenizerConfig(), ["a report"], tmp_path / "run", ctx, text_model_dir=str(tmp_path))
+
+
 # ---------------------------------------------------------------------------- collator
 def test_collator_normalises_and_pads(tokenizer):
     config = tiny_config("full")
