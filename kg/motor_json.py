@@ -18,7 +18,8 @@ Layout: a JSON list whose element 0 is the reference layout, exactly::
 * ``triplet``: the study's RadGraph triplets from the store (table ``report_triplets``) as
   ``"head relation tail"`` strings (:meth:`kg.normalize.Triplet.phrase`), distinct, at most
   ``max_triplets`` (default :data:`DEFAULT_MAX_TRIPLETS`; the reference code reads at most 30),
-  most informative first (:func:`informative_order`).
+  in the ``sk_order`` policy's order (:mod:`kg.sk_order`; default ``report``, as the report
+  states them), the order the SK sentences of :mod:`kg.retrieval` use too.
 * ``label_index``: 14 integers in the CheXpert order of ``graphs/labels.yaml`` (Atelectasis,
   Cardiomegaly, Consolidation, Edema, Enlarged Cardiomediastinum, Fracture, Lung Lesion, Lung
   Opacity, No Finding, Pleural Effusion, Pleural Other, Pneumonia, Pneumothorax, Support Devices):
@@ -49,16 +50,19 @@ from kg.errors import InputError
 from kg.files import read_json, sha256_file
 from kg.label_schema import chexpert_names
 from kg.normalize import Triplet
+from kg.sk_order import DEFAULT_SK_ORDER, check_sk_order, ordered_phrases
 from kg.store import created_by, open_store, read_metadata
 
 DEFAULT_MAX_TRIPLETS = 20
 UNCERTAIN_POLICIES = ("negative", "positive", "ignore")
 SPLITS = ("train", "val", "test")
 FORMAT_NAME = "motor-knowledge-annotation"
-TRIPLET_ORDER = (
-    "certainty tier (no uncertain or negated entity, then uncertain, then negated), "
-    "then fewer reports in the store first (n_reports), then alphabetical"
-)
+TRIPLET_ORDERS = {
+    "report": "as the report states them (first mention)",
+    "specific_first": "present, then uncertain, then negated; then fewer store reports (n_reports) first; "
+                      "then as the report states them",
+    "frequent_first": "more store reports (n_reports) first; then as the report states them",
+}
 
 LabelValue = int | float | None
 
@@ -126,37 +130,26 @@ def meta_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}.meta.json")
 
 
-def informative_order(triplet: Triplet, n_reports: int) -> tuple[int, int, str]:
-    """Sort key putting the most informative triplet first (:data:`TRIPLET_ORDER`).
-
-    A finding stated as present says more about the image than a hedged one, and a hedged one more
-    than a negated one; among equals, a triplet few reports share says more about this study than
-    one nearly every report repeats ("no pneumothorax").
-
-    Args:
-        triplet: the triplet; its entity labels (``OBS-DP``, ``OBS-U``, ``OBS-DA``, ``ANAT-DP``)
-            give the certainty tier.
-        n_reports: reports of the store holding it (table ``triplets``).
-    """
-    labels = (triplet.head_label, triplet.tail_label)
-    tier = 2 if any(label.endswith("-DA") for label in labels) else 1 if any(label.endswith("-U") for label in labels) else 0
-    return tier, n_reports, triplet.phrase()
-
-
-def study_triplets(con: Any, report_ids: Sequence[str], max_triplets: int) -> dict[str, list[str]]:
-    """Triplet strings of each store report, most informative first, distinct, at most ``max_triplets``.
+def study_triplets(
+    con: Any, report_ids: Sequence[str], max_triplets: int, order: str = DEFAULT_SK_ORDER
+) -> dict[str, list[str]]:
+    """Triplet strings of each store report in ``sk_order``, distinct, at most ``max_triplets``.
 
     Args:
         con: an open store connection.
         report_ids: store report ids.
-        max_triplets: cap per report (>= 0).
+        max_triplets: cap per report (>= 0), applied after ordering.
+        order: one of :data:`kg.sk_order.SK_ORDERS` (``report``: as the report states them;
+            ``specific_first`` / ``frequent_first`` by the number of store reports stating them).
 
     Returns:
         ``{report_id: [phrase, ...]}`` for the ids that are store reports (others are absent).
     """
+    check_sk_order(order)
     wanted = list(dict.fromkeys(report_ids))
     known = {row[0] for row in con.execute(
         "SELECT report_id FROM reports WHERE report_id IN (SELECT unnest(?::VARCHAR[]))", [wanted]).fetchall()}
+    # report_triplets is written report by report, each in order of first mention (kg.store).
     rows = con.execute(
         """
         SELECT rt.report_id, rt.head, rt.relation, rt.tail, rt.head_label, rt.tail_label,
@@ -164,18 +157,14 @@ def study_triplets(con: Any, report_ids: Sequence[str], max_triplets: int) -> di
         FROM report_triplets rt
         LEFT JOIN triplets t USING (head, relation, tail, head_label, tail_label)
         WHERE rt.report_id IN (SELECT unnest(?::VARCHAR[]))
+        ORDER BY rt.rowid
         """,
         [wanted],
     ).fetchall()
-    keyed: dict[str, list[tuple[tuple[int, int, str], str]]] = {report_id: [] for report_id in known}
+    keyed: dict[str, list[tuple[Triplet, int]]] = {report_id: [] for report_id in known}
     for report_id, head, relation, tail, head_label, tail_label, n_reports in rows:
-        triplet = Triplet(head, relation, tail, head_label, tail_label)
-        keyed[report_id].append((informative_order(triplet, int(n_reports)), triplet.phrase()))
-    out: dict[str, list[str]] = {}
-    for report_id, items in keyed.items():
-        phrases = list(dict.fromkeys(phrase for _, phrase in sorted(items)))
-        out[report_id] = phrases[:max_triplets]
-    return out
+        keyed[report_id].append((Triplet(head, relation, tail, head_label, tail_label), int(n_reports)))
+    return {report_id: ordered_phrases(items, order)[:max_triplets] for report_id, items in keyed.items()}
 
 
 def label_index(values: Sequence[LabelValue], uncertain: str = "negative") -> list[int]:
@@ -222,6 +211,7 @@ def export_motor_annotation(
     uncertain: str = "negative",
     source: dict[str, Any] | None = None,
     label_backend: str = "rules",
+    sk_order: str = DEFAULT_SK_ORDER,
 ) -> ExportSummary:
     """Write the MOTOR knowledge annotation of ``studies`` and its side-car (module docstring).
 
@@ -233,6 +223,7 @@ def export_motor_annotation(
         uncertain: ``negative``, ``positive`` or ``ignore`` (see :func:`label_index`).
         source: description of the input (kind, path), recorded in the side-car.
         label_backend: :mod:`kg.label` back-end for studies without labels.
+        sk_order: order of each study's ``triplet`` list (:data:`kg.sk_order.SK_ORDERS`).
 
     Raises:
         InputError: the store is missing or not a store, an option is out of range, a study's
@@ -240,6 +231,7 @@ def export_motor_annotation(
     """
     if max_triplets < 0:
         raise InputError(f"max_triplets must be >= 0, got {max_triplets}", field="max_triplets")
+    check_sk_order(sk_order)
     if uncertain not in UNCERTAIN_POLICIES:
         raise InputError(f"uncertain policy must be one of {', '.join(UNCERTAIN_POLICIES)}, got {uncertain!r}",
                          field="uncertain")
@@ -259,7 +251,7 @@ def export_motor_annotation(
     try:
         candidates = [study.knowledge_id or study.id for study in studies]
         candidates += [f"s{c}" for c in candidates if c.isdigit()]
-        known_triplets = study_triplets(con, candidates, max_triplets)
+        known_triplets = study_triplets(con, candidates, max_triplets, sk_order)
         store_meta = read_metadata(con)
     finally:
         con.close()
@@ -296,7 +288,7 @@ def export_motor_annotation(
         "label_order": list(chexpert_names()),
         "label_coding": {"positive": 1, "negative": 0, "not_mentioned": 0,
                          "uncertain": {"negative": 0, "positive": 1, "ignore": -1}[uncertain]},
-        "triplet_order": TRIPLET_ORDER,
+        "triplet_order": {"sk_order": sk_order, "rule": TRIPLET_ORDERS[sk_order]},
         "counts": {"studies": summary.studies, "without_knowledge": without,
                    "labels_from_input": summary.labels_from_input, "labels_from_text": summary.labels_from_text},
     }

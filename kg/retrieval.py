@@ -10,7 +10,7 @@ RadGraph triplets of those reports to the SK encoder (Eq. 3). Two uses share thi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +23,7 @@ from kg.errors import InputError
 from kg.files import sha256_file
 from kg.index import IDS_FILE, IndexConfig, ReportIndex, atomic_directory, gpu_resources, read_id_lines
 from kg.normalize import Triplet
+from kg.sk_order import DEFAULT_SK_ORDER, SKPhrase, check_sk_order, ordered_phrases, sort_key
 from kg.text_embedding import TextEmbedding
 
 if TYPE_CHECKING:
@@ -188,24 +189,34 @@ def token_counter(tokenizer: Any = None) -> TokenCounter:
 
 
 def compose_sk_sentence(
-    phrase_counts: dict[str, int], max_tokens: int = 90, tokenizer: Any = None
+    phrase_counts: Mapping[str, int], max_tokens: int = 90, tokenizer: Any = None, order: str = DEFAULT_SK_ORDER
 ) -> str:
     """Join SK phrases into one sentence under a token budget (the SK encoder's input, Eq. 3).
 
-    Phrases are ordered by decreasing count, then alphabetically, and joined with ``"; "``. Whole
-    phrases are kept while the sentence fits ``max_tokens``; the first phrase that does not fit
-    ends it, so the sentence is always a most-frequent-first prefix (possibly empty).
+    Phrases are ordered by the ``sk_order`` policy (:mod:`kg.sk_order`): ``report`` keeps the
+    mapping's order (the order the report states them), ``specific_first`` puts the rarest in
+    the corpus first, ``frequent_first`` the most frequent; ties keep the mapping's order. They
+    are joined with ``"; "``; whole phrases are kept while the sentence fits ``max_tokens``, and
+    the first phrase that does not fit ends it, so the sentence is always a prefix of that order
+    (possibly empty).
 
     Args:
-        phrase_counts: phrase → corpus count.
+        phrase_counts: phrase → corpus frequency, in the report's order.
         max_tokens: token budget of the sentence.
         tokenizer: how tokens are counted, see :func:`token_counter`.
+        order: one of :data:`kg.sk_order.SK_ORDERS`.
     """
+    phrases = [SKPhrase(phrase, i, int(count)) for i, (phrase, count) in enumerate(phrase_counts.items())]
+    return _pack([p.phrase for p in sorted(phrases, key=sort_key(order))], max_tokens, tokenizer)
+
+
+def _pack(phrases: Sequence[str], max_tokens: int, tokenizer: Any) -> str:
+    """The longest prefix of ``phrases`` joined with ``"; "`` that fits ``max_tokens``."""
     if max_tokens < 1:
         raise InputError(f"max_tokens must be positive; got {max_tokens}", field="max_tokens")
     count_tokens = token_counter(tokenizer)
     sentence = ""
-    for phrase in sorted(phrase_counts, key=lambda p: (-phrase_counts[p], p)):
+    for phrase in phrases:
         candidate = f"{sentence}{SK_SEPARATOR}{phrase}" if sentence else phrase
         if count_tokens(candidate) > max_tokens:
             break
@@ -214,17 +225,11 @@ def compose_sk_sentence(
 
 
 def _sk_sentence(
-    counted_triplets: Iterable[list[tuple[Triplet, int]]], max_tokens: int, tokenizer: Any
+    ordered_triplets: Iterable[list[tuple[Triplet, int]]], max_tokens: int, tokenizer: Any, order: str
 ) -> str:
-    """SK sentence from per-report ``(triplet, corpus count)`` lists (see ``KnowledgeBase.sk_sentence``)."""
-    corpus_counts: dict[Triplet, int] = {}
-    for report_triplets in counted_triplets:
-        corpus_counts.update(report_triplets)
-    phrase_counts: dict[str, int] = {}
-    for triplet, count in corpus_counts.items():
-        phrase = triplet.phrase()
-        phrase_counts[phrase] = phrase_counts.get(phrase, 0) + count
-    return compose_sk_sentence(phrase_counts, max_tokens, tokenizer)
+    """SK sentence from per-report ``(triplet, store frequency)`` lists in report order (see ``KnowledgeBase.sk_sentence``)."""
+    everything = [pair for report_triplets in ordered_triplets for pair in report_triplets]
+    return _pack(ordered_phrases(everything, order), max_tokens, tokenizer)
 
 
 def default_index_path(store_path: str | os.PathLike) -> Path:
@@ -361,41 +366,77 @@ class KnowledgeBase:
         by_report = self._triplets_with_counts(report_ids)
         return [[triplet for triplet, _ in by_report[report_id]] for report_id in report_ids]
 
-    def sk_sentence(self, report_ids: Sequence[str], max_tokens: int = 90, tokenizer: Any = None) -> str:
+    def sk_sentence(
+        self, report_ids: Sequence[str], max_tokens: int = 90, tokenizer: Any = None, order: str = DEFAULT_SK_ORDER
+    ) -> str:
         """The SK encoder's input (Eq. 3) for retrieved reports: their triplets as one sentence.
 
         Each triplet becomes a phrase (:meth:`Triplet.phrase`); phrases shared by several reports
-        appear once, ordered by their count in the corpus (table ``triplets``; when label variants
-        of the retrieved reports read the same, their counts add up), ties alphabetically, and are
-        joined with ``"; "`` up to ``max_tokens`` (see :func:`compose_sk_sentence`).
+        appear once, in the ``sk_order`` policy's order (:mod:`kg.sk_order`; ``report``: each
+        report's triplets as it states them, the reports in the order given; the frequency of the
+        other policies is the number of store reports stating the triplet, table ``triplets``),
+        and are joined with ``"; "`` up to ``max_tokens`` (see :func:`compose_sk_sentence`).
 
         Args:
             report_ids: the retrieved reports, e.g. the top-k of :meth:`search`.
             max_tokens: token budget; 90 is MOTOR's text length.
             tokenizer: token counting, see :func:`token_counter` (whitespace tokens by default).
+            order: one of :data:`kg.sk_order.SK_ORDERS`.
 
         Raises:
-            InputError: an id is not in the store, or ``max_tokens`` is not positive.
+            InputError: an id is not in the store, ``max_tokens`` is not positive, or ``order`` is unknown.
         """
-        return _sk_sentence(self._triplets_with_counts(report_ids).values(), max_tokens, tokenizer)
+        check_sk_order(order)
+        return _sk_sentence(self.triplets_in_report_order(report_ids).values(), max_tokens, tokenizer, order)
+
+    def triplets_in_report_order(self, report_ids: Sequence[str]) -> dict[str, list[tuple[Triplet, int]]]:
+        """Each report's triplets in the order the report states them, with their store frequency.
+
+        Returns:
+            ``{report_id: [(triplet, n_reports), ...]}`` in the order of ``report_ids``;
+            ``n_reports`` counts the store reports stating the triplet (table ``triplets``).
+
+        Raises:
+            InputError: an id is not in the store.
+        """
+        # report_triplets is written report by report, each in order of first mention, so its
+        # row ids are the report's own order.
+        rows = self.connection.execute(
+            """
+            SELECT rt.report_id, rt.head, rt.relation, rt.tail, rt.head_label, rt.tail_label,
+                   coalesce(t.n_reports, 0) AS n_reports
+            FROM report_triplets rt
+            LEFT JOIN triplets t USING (head, relation, tail, head_label, tail_label)
+            WHERE rt.report_id IN (SELECT unnest(?::VARCHAR[]))
+            ORDER BY rt.rowid
+            """,
+            [list(report_ids)],
+        ).fetchall()
+        by_report: dict[str, list[tuple[Triplet, int]]] = {}
+        for report_id, *fields_, n_reports in rows:
+            by_report.setdefault(report_id, []).append((Triplet(*fields_), int(n_reports)))
+        self._check_known(report_ids, self._known(report_ids))
+        return {report_id: by_report.get(report_id, []) for report_id in report_ids}
 
     def lookup_vectors(
-        self, vectors: Any, k: int = 3, *, max_tokens: int = 90, tokenizer: Any = None
+        self, vectors: Any, k: int = 3, *, max_tokens: int = 90, tokenizer: Any = None, order: str = DEFAULT_SK_ORDER
     ) -> list[LookupResult]:
         """Search with embeddings (from a model or :attr:`text_embedding`) and gather the knowledge.
 
         Args:
             vectors: float ``(n, d)`` queries in the index's embedding space.
             k: hits per query.
-            max_tokens, tokenizer: SK sentence budget, see :meth:`sk_sentence`.
+            max_tokens, tokenizer, order: SK sentence budget and triplet order, see :meth:`sk_sentence`.
 
         Returns:
             ``n`` results, in query order.
         """
+        check_sk_order(order)
         hit_ids, scores = self.search(vectors, k)
         wanted = sorted({report_id for ids in hit_ids for report_id in ids})
         texts = dict(zip(wanted, self.reports(wanted)))
         counted = self._triplets_with_counts(wanted)
+        in_order = self.triplets_in_report_order(wanted)
         return [
             LookupResult(
                 query=None,
@@ -403,20 +444,21 @@ class KnowledgeBase:
                 scores=[float(s) for s in query_scores],
                 texts=[texts[i] for i in ids],
                 triplets=[[triplet for triplet, _ in counted[i]] for i in ids],
-                sk_sentence=_sk_sentence([counted[i] for i in ids], max_tokens, tokenizer),
+                sk_sentence=_sk_sentence([in_order[i] for i in ids], max_tokens, tokenizer, order),
             )
             for ids, query_scores in zip(hit_ids, scores)
         ]
 
     def lookup_text(
-        self, text: str | Sequence[str], k: int = 3, *, max_tokens: int = 90, tokenizer: Any = None
+        self, text: str | Sequence[str], k: int = 3, *, max_tokens: int = 90, tokenizer: Any = None,
+        order: str = DEFAULT_SK_ORDER,
     ) -> list[LookupResult]:
         """Search with free text through the built-in TF-IDF + SVD embedding.
 
         Args:
             text: one query or a list of queries.
             k: hits per query.
-            max_tokens, tokenizer: SK sentence budget, see :meth:`sk_sentence`.
+            max_tokens, tokenizer, order: SK sentence budget and triplet order, see :meth:`sk_sentence`.
 
         Returns:
             one result per query, in order.
@@ -438,7 +480,7 @@ class KnowledgeBase:
             first = int(empty[0])
             message = f"query {queries[first]!r} shares no word with the store's reports"
             raise InputError(message, record=first, field="text")
-        results = self.lookup_vectors(vectors, k, max_tokens=max_tokens, tokenizer=tokenizer)
+        results = self.lookup_vectors(vectors, k, max_tokens=max_tokens, tokenizer=tokenizer, order=order)
         for query, result in zip(queries, results):
             result.query = query
         return results
@@ -458,14 +500,16 @@ class KnowledgeBase:
         by_report: dict[str, list[tuple[Triplet, int]]] = {}
         for report_id, *fields_, count in rows:
             by_report.setdefault(report_id, []).append((Triplet(*fields_), int(count)))
-        known = {
+        self._check_known(report_ids, self._known(report_ids))
+        return {report_id: by_report.get(report_id, []) for report_id in report_ids}
+
+    def _known(self, report_ids: Sequence[str]) -> set[str]:
+        return {
             row[0]
             for row in self.connection.execute(
                 "SELECT report_id FROM reports WHERE report_id IN (SELECT unnest(?::VARCHAR[]))", [list(report_ids)]
             ).fetchall()
         }
-        self._check_known(report_ids, known)
-        return {report_id: by_report.get(report_id, []) for report_id in report_ids}
 
     def _check_known(self, report_ids: Sequence[str], known: Container[str]) -> None:
         for report_id in report_ids:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from kg.errors import InputError
 from kg.files import read_yaml
+from kg.sk_order import DEFAULT_SK_ORDER, check_sk_order
 from model.variants import knowledge_variant
 
 _Config = TypeVar("_Config")
@@ -73,6 +74,10 @@ class MotorConfig:
             the default) or ``weighted_sum`` (L keys, summed with softmax(retrieval score)
             weights, the reference code's choice); see :class:`model.knowledge.SKEncoder`.
         sk_max_len: SK sentence tokens, ``[CLS]`` and ``[SEP]`` included.
+        sk_order: triplet order of the SK sentences the pipelines write for this model
+            (:mod:`kg.sk_order`): ``report`` (as the report states them, the reference code's
+            order and the default), ``specific_first`` or ``frequent_first``; the token cut keeps
+            the first ones.
         sk_queue_size: n_Q, reports held in the SK report queue Q.
         sk_top_k: k, reports retrieved per image.
         uncertain: how MLC treats uncertain (-1) labels: ``ignore``, ``positive`` or ``negative``.
@@ -128,6 +133,7 @@ class MotorConfig:
     sk_layers: int = 4
     sk_fusion: str = "concat"
     sk_max_len: int = 90
+    sk_order: str = DEFAULT_SK_ORDER
     sk_queue_size: int = 65536
     sk_top_k: int = 3
     uncertain: str = "ignore"
@@ -154,6 +160,7 @@ class MotorConfig:
         knowledge_variant(self.knowledge)
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
+        check_sk_order(self.sk_order)
         if self.sk_fusion not in SK_FUSIONS:
             raise InputError(f"must be one of {', '.join(SK_FUSIONS)}; got {self.sk_fusion!r}", field="sk_fusion")
         for name in ("gk_intermediate", "knowledge_intermediate"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.atomic import write_text_atomic
+from kg.sk_order import DEFAULT_SK_ORDER
 from pipelines.checkpoint import TrainingProgress
 from pipelines.config import PretrainConfig, dump_config, resolve_model_config, to_dict
 from pipelines.distributed import barrier
@@ -110,6 +111,7 @@ def pretrain(
         sentences, store_path = training_sk_sentences(
             studies, manifest, run, max_tokens=config.knowledge.sk_max_tokens, tokenizer=tokenizer,
             store=Path(config.knowledge.store) if config.knowledge.store else None, say=say,
+            order=getattr(model_config, "sk_order", DEFAULT_SK_ORDER),
         )
 
     from model.pretrained import saved_method_name

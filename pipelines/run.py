@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kg.sk_order import DEFAULT_SK_ORDER
 from pipelines.checkpoint import CHECKPOINTS_DIR, MODEL_FILE
 from pipelines.distributed import DistributedContext, barrier, init_distributed
 from pipelines.prepare import RADGRAPH_NAME, companion_file, make_deterministic, seed_everything
@@ -92,6 +93,7 @@ def training_sk_sentences(
     tokenizer: Any,
     store: Path | None = None,
     say: Echo | None = None,
+    order: str = DEFAULT_SK_ORDER,
 ) -> tuple[dict[str, str], Path]:
     """The SK sentence of every training study, and the store they come from.
 
@@ -104,6 +106,7 @@ def training_sk_sentences(
         store: an existing store to read; ``None`` builds ``RUN/knowledge/sk.duckdb`` from
             ``studies`` (on rank 0; validation and test reports never enter it).
         say: prints the new store's statistics.
+        order: the sentences' triplet order (the model's ``sk_order``, :mod:`kg.sk_order`).
 
     Returns:
         ``({study_id: sentence}, store path)``.
@@ -116,7 +119,8 @@ def training_sk_sentences(
                 say(str(stats))
     barrier()
     # The collator adds [CLS] and [SEP]: leave room for them in the SK budget.
-    sentences = sk_sentences(store, [sid for sid, _ in studies], max_tokens=max_tokens - 2, tokenizer=tokenizer)
+    sentences = sk_sentences(store, [sid for sid, _ in studies], max_tokens=max_tokens - 2, tokenizer=tokenizer,
+                             order=order)
     return sentences, store
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError
+from kg.sk_order import DEFAULT_SK_ORDER
 from model.variants import knowledge_variant
 
 STORE_NAME = "sk.duckdb"
@@ -133,7 +134,8 @@ def store_stats(store_path: str | os.PathLike, top: int = 5) -> StoreStats:
 
 
 def sk_sentences(
-    store_path: str | os.PathLike, study_ids: Sequence[str], *, max_tokens: int = 90, tokenizer: Any = None
+    store_path: str | os.PathLike, study_ids: Sequence[str], *, max_tokens: int = 90, tokenizer: Any = None,
+    order: str = DEFAULT_SK_ORDER,
 ) -> dict[str, str]:
     """Each study's own SK sentence (``kb.sk_sentence([study_id])``), computed once.
 
@@ -142,6 +144,7 @@ def sk_sentences(
         max_tokens: budget counted with ``tokenizer`` (without special tokens).
         tokenizer: the model's tokenizer, so the budget matches what the SK encoder reads; ``None``
             counts whitespace tokens.
+        order: triplet order (``sk_order``, :mod:`kg.sk_order`).
 
     Returns:
         study id → sentence (empty when a report has no triplet).
@@ -149,4 +152,5 @@ def sk_sentences(
     from kg.retrieval import KnowledgeBase
 
     with KnowledgeBase.open(store_path) as kb:
-        return {study_id: kb.sk_sentence([study_id], max_tokens=max_tokens, tokenizer=tokenizer) for study_id in study_ids}
+        return {study_id: kb.sk_sentence([study_id], max_tokens=max_tokens, tokenizer=tokenizer, order=order)
+                for study_id in study_ids}

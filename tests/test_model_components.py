@@ -507,3 +507,12 @@ def test_unknown_sk_fusion_is_refused_naming_the_field():
 
     with pytest.raises(InputError, match="sk_fusion"):
         MotorConfig.preset("tiny").replace(sk_fusion="mean")
+
+
+def test_unknown_sk_order_is_refused_naming_the_field():
+    from kg.errors import InputError
+    from model import MotorConfig
+
+    assert MotorConfig.preset("base").sk_order == "report"
+    with pytest.raises(InputError, match="sk_order"):
+        MotorConfig.preset("tiny").replace(sk_order="alphabetical")

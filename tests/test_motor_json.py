@@ -37,9 +37,13 @@ TRIPLETS = [
     ("s100", "effusion", "located_at", "pleural", "OBS-DP", "ANAT-DP", 1),
     ("200", "cardiomegaly", "suggestive_of", "failure", "OBS-DP", "OBS-U", 3),
 ]
-# Present before hedged before negated; rarer first within a tier; the hedged duplicate of
-# "effusion located at pleural" is dropped; ties alphabetical.
-EXPECTED_100 = ["effusion located at pleural", "small modify effusion", "opacity located at lung",
+# sk_order "report" (the default): as the report states them; the second "effusion located at
+# pleural" (another label variant) reads the same and is dropped.
+EXPECTED_100 = ["no pneumothorax located at lung", "opacity located at lung", "effusion located at pleural",
+                "atelectasis located at base", "small modify effusion"]
+# "specific_first": present before hedged before negated, then fewer store reports (the two
+# effusion variants add up to 3), then report order.
+SPECIFIC_100 = ["small modify effusion", "effusion located at pleural", "opacity located at lung",
                 "atelectasis located at base", "no pneumothorax located at lung"]
 N_LABELS = len(chexpert_names())
 
@@ -75,8 +79,22 @@ def test_triplets_are_ordered_deduplicated_and_capped(store: Path) -> None:
             "s100": EXPECTED_100, "200": ["cardiomegaly suggestive of failure"]}
         assert study_triplets(con, ["s100"], 2) == {"s100": EXPECTED_100[:2]}
         assert study_triplets(con, ["s400"], 5) == {"s400": []}
+        assert study_triplets(con, ["s100"], 20, "specific_first") == {"s100": SPECIFIC_100}
+        assert study_triplets(con, ["s100"], 2, "specific_first") == {"s100": SPECIFIC_100[:2]}
     finally:
         con.close()
+
+
+def test_export_and_sk_sentences_share_one_triplet_order(store: Path, tmp_path: Path) -> None:
+    from kg.retrieval import KnowledgeBase
+
+    for order in ("report", "specific_first", "frequent_first"):
+        out = tmp_path / f"{order}.json"
+        export_motor_annotation(store, studies(), out, sk_order=order)
+        exported = read_motor_annotation(out)["train"][0].triplet
+        with KnowledgeBase.open(store) as kb:
+            assert kb.sk_sentence(["s100"], order=order) == "; ".join(exported)
+        assert json.loads(meta_path(out).read_text())["triplet_order"]["sk_order"] == order
 
 
 @pytest.mark.parametrize("policy, uncertain", [("negative", 0), ("positive", 1), ("ignore", -1)])

@@ -321,15 +321,27 @@ def test_text_embedding_fit_errors() -> None:
 # --- SK sentence -----------------------------------------------------------------------------
 
 
-def test_compose_sk_sentence_orders_and_truncates_whole_phrases() -> None:
+@pytest.mark.parametrize(("order", "expected"), [
+    ("report", "b c d; a b c; x y z; p q r"),  # the mapping's (the report's) order
+    ("frequent_first", "x y z; b c d; a b c; p q r"),  # ties keep the report's order
+    ("specific_first", "p q r; b c d; a b c; x y z"),
+])
+def test_compose_sk_sentence_orders_by_the_sk_order_policy(order: str, expected: str) -> None:
     counts = {"b c d": 5, "a b c": 5, "x y z": 9, "p q r": 1}
-    assert compose_sk_sentence(counts, max_tokens=90) == "x y z; a b c; b c d; p q r"
-    # "x y z; a b c" is 6 whitespace tokens; adding "b c d" would make 9.
-    assert compose_sk_sentence(counts, max_tokens=8) == "x y z; a b c"
+    assert compose_sk_sentence(counts, max_tokens=90, order=order) == expected
+
+
+def test_compose_sk_sentence_truncates_whole_phrases_in_report_order_by_default() -> None:
+    counts = {"b c d": 5, "a b c": 5, "x y z": 9, "p q r": 1}
+    assert compose_sk_sentence(counts, max_tokens=90) == "b c d; a b c; x y z; p q r"
+    # "b c d; a b c" is 6 whitespace tokens; adding "x y z" would make 9.
+    assert compose_sk_sentence(counts, max_tokens=8) == "b c d; a b c"
     assert compose_sk_sentence(counts, max_tokens=2) == ""
-    assert compose_sk_sentence(counts, max_tokens=10, tokenizer=len) == "x y z"
+    assert compose_sk_sentence(counts, max_tokens=10, tokenizer=len) == "b c d"
     with pytest.raises(InputError, match="max_tokens must be positive"):
         compose_sk_sentence(counts, max_tokens=0)
+    with pytest.raises(InputError, match="sk_order"):
+        compose_sk_sentence(counts, order="alphabetical")
 
 
 def test_compose_sk_sentence_counts_with_a_tokenizer() -> None:
@@ -414,15 +426,26 @@ def test_knowledge_base_triplets_and_sk_sentence(toy_store: Path) -> None:
         # "lungs modify clear" occurs in 3 reports, so it leads r1's list.
         assert kb.triplets(["r1"]) == [[Triplet("lungs", "modify", "clear", "ANAT-DP", "OBS-DP"),
                                         Triplet("no effusion", "located_at", "pleural", "OBS-DA", "ANAT-DP")]]
-        # Shared triplet appears once, most frequent first, ties alphabetical; the absent and the
-        # present effusion read differently.
+        # A shared triplet appears once. By default each report's triplets come as it states them,
+        # the reports in the order given; the absent and the present effusion read differently.
         assert kb.sk_sentence(["r1", "r5", "r2"]) == (
-            "lungs modify clear; atelectasis located at base; effusion located at pleural; "
-            "fracture located at rib; no effusion located at pleural"
+            "no effusion located at pleural; lungs modify clear; fracture located at rib; "
+            "effusion located at pleural; atelectasis located at base"
         )
-        assert kb.sk_sentence(["r1", "r5", "r2"], max_tokens=8) == "lungs modify clear; atelectasis located at base"
+        assert kb.sk_sentence(["r1", "r5", "r2"], max_tokens=8) == "no effusion located at pleural; lungs modify clear"
+        # "lungs modify clear" is in 3 store reports, every other triplet in 1.
+        assert kb.sk_sentence(["r1", "r5", "r2"], order="frequent_first") == (
+            "lungs modify clear; no effusion located at pleural; fracture located at rib; "
+            "effusion located at pleural; atelectasis located at base"
+        )
+        # Present findings first, the rarest first among them, the negated one last.
+        assert kb.sk_sentence(["r1", "r5", "r2"], order="specific_first") == (
+            "fracture located at rib; effusion located at pleural; atelectasis located at base; "
+            "lungs modify clear; no effusion located at pleural"
+        )
         # Label variants that read the same add up: the uncertain (r4) and present (r2) effusion.
-        assert kb.sk_sentence(["r4", "r2"]).startswith("effusion located at pleural; atelectasis located at base")
+        assert kb.sk_sentence(["r4", "r2"], order="frequent_first").startswith(
+            "effusion located at pleural; consolidation suggestive of pneumonia")
         with pytest.raises(InputError, match="report 'nope' is not in the store"):
             kb.triplets(["r1", "nope"])
         with pytest.raises(InputError, match="report 'nope' is not in the store"):
@@ -459,7 +482,7 @@ def test_user_embeddings_index(toy_store: Path, tmp_path: Path) -> None:
         ranked, scores = kb.search(vectors[[3]], 2)
         assert ranked[0][0] == "r4" and scores.shape == (1, 2)
         [result] = kb.lookup_vectors(torch.from_numpy(vectors[[4]]), k=1)
-        assert result.report_ids == ["r5"] and result.sk_sentence == "lungs modify clear; fracture located at rib"
+        assert result.report_ids == ["r5"] and result.sk_sentence == "fracture located at rib; lungs modify clear"
         with pytest.raises(InputError, match="holds 'img' vectors, not the built-in text embedding"):
             kb.lookup_text("rib fracture")
 

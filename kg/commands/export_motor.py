@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from kg.motor_json import DEFAULT_MAX_TRIPLETS, UNCERTAIN_POLICIES, MotorStudy
+from kg.sk_order import DEFAULT_SK_ORDER, SK_ORDERS
 
 DESCRIPTION = """\
 Write MOTOR's knowledge annotation: a JSON list whose element 0 maps train / val / test to
@@ -11,7 +12,7 @@ studies {id, image_path, report, triplet, label_index}; build information goes t
 <OUT stem>.meta.json.
 
 Studies (split, images, report, labels) come from a motor manifest or an R2Gen annotation.json;
-triplets from STORE (the study's report, most informative first); labels from the manifest when
+triplets from STORE (the study's report, in --sk-order: as the report states them by default); labels from the manifest when
 it has them, else from the report text (kg.label).
 
 examples:
@@ -34,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--manifest", metavar="FILE", help="motor manifest (JSON lines)")
     parser.add_argument("--out", required=True, metavar="FILE", help="annotation file to write")
     parser.add_argument("--max-triplets", type=int, default=DEFAULT_MAX_TRIPLETS,
-                        help=f"triplets per study, most informative first (default: {DEFAULT_MAX_TRIPLETS})")
+                        help=f"triplets per study, cut after ordering (default: {DEFAULT_MAX_TRIPLETS})")
+    parser.add_argument("--sk-order", choices=SK_ORDERS, default=DEFAULT_SK_ORDER,
+                        help="triplet order: as the report states them (report), rarest in the store first "
+                             "(specific_first) or most frequent first (frequent_first); the SK sentences of "
+                             f"kg lookup and pretraining use the same policy (default: {DEFAULT_SK_ORDER})")
     parser.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default="negative",
                         help="label_index value of uncertain labels: negative 0, positive 1, ignore -1 "
                              "(default: negative)")
@@ -51,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         studies, source = _from_annotation(args.annotation), {"kind": "r2gen-annotation", "path": args.annotation}
     summary = export_motor_annotation(args.store, studies, args.out, max_triplets=args.max_triplets,
-                                      uncertain=args.uncertain, source=source, label_backend=args.backend)
+                                      uncertain=args.uncertain, source=source, label_backend=args.backend,
+                                      sk_order=args.sk_order)
     splits = ", ".join(f"{split} {n}" for split, n in summary.studies.items())
     print(f"wrote {summary.out} ({splits})")
     print(f"wrote {summary.meta}")

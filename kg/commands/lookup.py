@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from kg.sk_order import DEFAULT_SK_ORDER, SK_ORDERS
+
 DESCRIPTION = """\
 Search a store's report index with free text (built-in text embedding; run `kg index STORE`
 first) and print, for each hit, its rank, report id, score, shortened text and triplets, then the
@@ -27,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--index", metavar="DIR", help="index directory (default: STORE.index)")
     parser.add_argument("--max-tokens", type=int, default=90,
                         help="SK sentence budget in whitespace tokens (default: 90)")
+    parser.add_argument("--sk-order", choices=SK_ORDERS, default=DEFAULT_SK_ORDER,
+                        help="triplet order of the SK sentence: as the reports state them (report), rarest in the "
+                             f"store first (specific_first) or most frequent first (default: {DEFAULT_SK_ORDER})")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.set_defaults(func=run)
 
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from kg.retrieval import KnowledgeBase
 
     with KnowledgeBase.open(args.store, args.index) as kb:
-        results = kb.lookup_text(args.text, k=args.k, max_tokens=args.max_tokens)
+        results = kb.lookup_text(args.text, k=args.k, max_tokens=args.max_tokens, order=args.sk_order)
     if args.json:
         print(json.dumps([result.to_dict() for result in results], indent=1, ensure_ascii=False))
         return 0

@@ -62,5 +62,6 @@ def _sk_sentences(task: Task, source: Source, run: RunContext, *, reuse_store: b
     sentences, _ = training_sk_sentences(
         study_texts(task.splits["train"].studies), task.manifest, run,
         max_tokens=task.motor.config.sk_max_len, tokenizer=task.motor.tokenizer, store=store,
+        order=task.motor.config.sk_order,
     )
     return sentences
