@@ -28,9 +28,12 @@ BLIP stores a queue column-wise, ``(embed_dim, queue_size)``; this project row-w
 counts as full after import when both feature queues were imported (BLIP uses its whole queue
 from the first step); without ``idx_queue`` (BLIP pretraining keeps none) every queued entry gets
 index -1, an unknown study that is never a positive. MOTOR's own knowledge modules
-(``create_knowledge.*``, ``tag_encoder.*``, ``cross_attn.*``, ``iu_proj.*``) have another
-architecture than this project's GK / SK encoders and no counterpart: they are reported as
-unexpected, and those encoders keep their initialisation (listed as missing).
+(``tag_encoder.*``, ``cross_attn.*``, ``cross_attn_m.*``, ``create_knowledge.*``) are mapped onto
+E_gk, E_{gk→v}, E_sk, E_{sk→v} and the SK report queue by :mod:`model.convert_motor` (its table
+says what maps where; the few tensors without a counterpart are listed as missing); the report's
+``sources`` names, for every key whose name or layout changed, the source keys it came from.
+``iu_proj.*`` (the reference's two-view projection for IU-Xray generation) has no counterpart and
+is reported as unexpected.
 
 Keys no rule matches, and keys mapped to a name the model does not have, are *unexpected*. ViT
 tensors are fitted where timm knows how: the positional embedding is resampled to the configured
@@ -99,7 +102,11 @@ class ConversionReport:
         unexpected: source keys with no rule, or mapped to a name the model does not have.
         mismatched: ``{"key", "source_key", "source_shape", "model_shape"}`` of tensors whose
             shape could not be fitted.
-        dropped: source keys a rule drops on purpose (constant buffers).
+        dropped: source keys a rule drops on purpose (constant buffers, duplicates, parts the
+            reference does not use).
+        sources: what maps where: model key → the source keys it was made from, for every mapped
+            key whose name or layout differs from its source's (renamed towers, queues, the
+            reference's knowledge modules).
         momentum_copied: momentum encoders (``momentum.<name>``) copied from their online encoder.
         out_dir: where the converted model was saved (``None`` before saving).
     """
@@ -109,6 +116,7 @@ class ConversionReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    sources: dict[str, list[str]] = field(default_factory=dict)
     momentum_copied: list[str] = field(default_factory=list)
     out_dir: str | None = None
 
@@ -121,6 +129,15 @@ class ConversionReport:
         """A few lines for a terminal: counts, then the first problem keys of each kind."""
         lines = [f"mapped {len(self.mapped)}, missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
                  f"mismatched {len(self.mismatched)}, dropped {len(self.dropped)}"]
+        knowledge: dict[str, set[str]] = {}
+        for name, keys in self.sources.items():
+            for key in keys:
+                if key.startswith(("tag_encoder.", "cross_attn", "create_knowledge.")):
+                    target = ".".join(name.split(".")[:2]) if name.startswith("momentum.") else name.split(".")[0]
+                    knowledge.setdefault(key.split(".")[0] if not key.startswith("create_knowledge.")
+                                         else ".".join(key.split(".")[:2]), set()).add(target)
+        for origin, targets in sorted(knowledge.items()):
+            lines.append(f"  {origin}.* -> {', '.join(sorted(targets))}")
         if self.momentum_copied:
             lines.append(f"  momentum copied from online: {', '.join(self.momentum_copied)}")
         for name, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
@@ -222,9 +239,20 @@ def load_converted(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> C
     Returns:
         The report; ``out_dir`` is left ``None``.
     """
+    from model.convert_motor import complete_report_queue, is_reference_knowledge, split_reference_knowledge
+
     report = ConversionReport()
     target_state = model.state_dict()
-    mapped, origin = _mapped_tensors(source, target_state, report)
+    knowledge, knowledge_sources, dropped, unexpected = split_reference_knowledge(
+        source, target_state, getattr(model, "_node_token_ids", None)
+    )
+    report.dropped.extend(dropped)
+    report.unexpected.extend(unexpected)
+    mapped, origin = _mapped_tensors(
+        {k: v for k, v in source.items() if not is_reference_knowledge(k)}, target_state, report
+    )
+    mapped.update(knowledge)
+    origin.update({name: ", ".join(keys) for name, keys in knowledge_sources.items()})
     for prefix in _VIT_PREFIXES:
         vit_part = {k[len(prefix):]: v for k, v in mapped.items() if k.startswith(prefix)}
         if vit_part:
@@ -241,7 +269,12 @@ def load_converted(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> C
         fitted[name] = tensor.to(expected.dtype)
     model.load_state_dict(fitted, strict=False)
     report.mapped = sorted(fitted)
+    report.dropped.sort()
+    report.unexpected.sort()
+    report.sources = {name: knowledge_sources.get(name, [origin[name]]) for name in report.mapped
+                      if name in origin and [name] != knowledge_sources.get(name, [origin[name]])}
     _complete_queue(model, fitted)
+    complete_report_queue(model, fitted)
     momentum = getattr(model, "momentum", {})
     for name in momentum:
         if not any(key.startswith(f"momentum.{name}.") for key in fitted):

@@ -220,3 +220,95 @@ def test_cli_imports_a_checkpoint(tmp_path: Path, tokenizer_dir: Path, capsys: p
     assert main(args) == 1
     assert "unexpected: cls_head.weight" in capsys.readouterr().err
     assert ConversionReport(missing=["a"]).summary().splitlines()[1] == "  missing: a"
+
+
+# ---------------------------------------------------------------------------- MOTOR's knowledge modules
+OUR_KNOWLEDGE = ("gk_encoder.", "gk_image_encoder.", "sk_encoder.", "sk_image_encoder.", "momentum.gk_image_encoder.",
+                 "report_queue.")
+
+
+def reference_block(state: dict, ours: str, theirs: str, attention: str, norms: tuple, ffn: tuple) -> dict:
+    """One pre-norm block of ``state`` in the Annotated Transformer naming the reference code uses."""
+    out = {}
+    their_attention = "src_attn" if attention == "attention" else "self_attn"
+    for parameter in ("weight", "bias"):
+        for j, part in enumerate(state[f"{ours}{attention}.in_proj_{parameter}"].chunk(3)):
+            out[f"{theirs}{their_attention}.linears.{j}.{parameter}"] = part.clone()
+        out[f"{theirs}{their_attention}.linears.3.{parameter}"] = state[f"{ours}{attention}.out_proj.{parameter}"]
+        for j, norm in enumerate(norms):
+            out[f"{theirs}sublayer.{j}.norm.{'gamma' if parameter == 'weight' else 'beta'}"] = state[f"{ours}{norm}.{parameter}"]
+        for j, linear in enumerate(ffn, start=1):
+            out[f"{theirs}feed_forward.w_{j}.{parameter}"] = state[f"{ours}{linear}.{parameter}"]
+    return out
+
+
+def reference_knowledge_state(model: MotorModel, layers: int, word_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``model``'s knowledge modules as the MOTOR reference code names them (written out by hand)."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs in (("gk_image_encoder.", "cross_attn."), ("momentum.gk_image_encoder.", "cross_attn_m."),
+                         ("sk_image_encoder.", "create_knowledge.cross_attn.")):
+        for i in range(layers):
+            out.update(reference_block(state, f"{ours}blocks.{i}.", f"{theirs}layers.{i}.", "attention",
+                                       ("norm_query", "norm_mlp"), ("mlp.fc1", "mlp.fc2")))
+        out[f"{theirs}norm.gamma"], out[f"{theirs}norm.beta"] = state[f"{ours}norm.weight"], state[f"{ours}norm.bias"]
+    for i in range(model.config.gk_layers):
+        out.update(reference_block(state, f"gk_encoder.layers.layers.{i}.", f"tag_encoder.encoder.layers.{i}.",
+                                   "self_attn", ("norm1", "norm2"), ("linear1", "linear2")))
+    out["tag_encoder.encoder.norm.gamma"] = state["gk_encoder.layers.norm.weight"]
+    out["tag_encoder.encoder.norm.beta"] = state["gk_encoder.layers.norm.bias"]
+    out["tag_encoder.bert.embeddings.word_embeddings.weight"] = word_embeddings
+    out["tag_encoder.bert.encoder.layer.0.attention.self.query.weight"] = torch.zeros(2, 2)  # unused by the reference
+    out["tag_encoder.pe.pe"] = torch.zeros(1, 20, model.config.text_width)
+    for key, value in state.items():
+        if key.startswith("sk_encoder.encoder."):
+            out["create_knowledge.knowledge_encoder." + key[len("sk_encoder.encoder."):]] = value
+        if key.startswith("text_proj."):  # the reference registers the shared projection twice
+            out["create_knowledge." + key] = value
+    queue = model.report_queue
+    out["create_knowledge.text_queue"] = queue.feature.t().clone()
+    out["create_knowledge.knowledge_input_ids_queue"] = queue.sk_ids.long()
+    out["create_knowledge.knowledge_attention_mask_queue"] = queue.sk_mask.float()
+    out["create_knowledge.queue_ptr"] = queue.ptr.reshape(1)
+    return out
+
+
+def test_reference_knowledge_modules_map_onto_the_gk_and_sk_paths(tmp_path: Path, tokenizer_dir: Path) -> None:
+    config = tiny_config("gk+sk", gk_image_layers=2, sk_image_layers=2)
+    tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    original = full_queue_model(config, tokenizer)
+    n = config.sk_queue_size
+    ids = torch.randint(7, len(tokenizer), (n, config.sk_max_len))
+    mask = torch.arange(config.sk_max_len) < torch.randint(2, config.sk_max_len, (n, 1))
+    original.report_queue.enqueue(feature=torch.randn(n, config.embed_dim), sk_ids=ids, sk_mask=mask,
+                                  has_sk=mask.sum(1) > 2, index=torch.arange(n))
+    words = torch.randn(len(tokenizer), config.text_width)
+    reference = {k: v for k, v in blip_state(original).items() if not k.startswith(OUR_KNOWLEDGE)}
+    reference.update(reference_knowledge_state(original, 2, words))
+    torch.save({"model": reference}, tmp_path / "motor.pth")
+
+    report = convert_checkpoint(tmp_path / "motor.pth", config, tmp_path / "out", tokenizer_dir)
+    no_counterpart = {"gk_encoder.type_embedding.weight", "sk_image_encoder.null_knowledge"} | {
+        f"{tower}.blocks.{i}.norm_kv.{p}" for tower in ("gk_image_encoder", "sk_image_encoder",
+                                                        "momentum.gk_image_encoder")
+        for i in range(2) for p in ("weight", "bias")}
+    assert set(report.missing) == no_counterpart and report.unexpected == [] and report.mismatched == []
+    assert report.dropped == ["create_knowledge.text_proj.bias", "create_knowledge.text_proj.weight",
+                              "tag_encoder.bert.encoder.layer.0.attention.self.query.weight", "tag_encoder.pe.pe"]
+    assert report.sources["gk_image_encoder.blocks.1.attention.in_proj_weight"] == [
+        f"cross_attn.layers.1.src_attn.linears.{j}.weight" for j in range(3)]
+    assert report.sources["sk_encoder.encoder.encoder.layer.0.output.dense.weight"] == [
+        "create_knowledge.knowledge_encoder.encoder.layer.0.output.dense.weight"]
+    assert report.sources["gk_encoder.layers.norm.weight"] == ["tag_encoder.encoder.norm.gamma"]
+    assert "cross_attn.* -> gk_image_encoder" in report.summary()
+    assert "create_knowledge.knowledge_encoder.* -> sk_encoder" in report.summary()
+
+    loaded = MotorModel.from_pretrained(tmp_path / "out").eval()
+    state = original.state_dict()
+    for key, tensor in loaded.state_dict().items():
+        if key not in no_counterpart and key not in ("gk_encoder.word_embedding", "report_queue.index"):
+            assert torch.equal(tensor, state[key]), key
+    node_rows = torch.stack([words[ids].mean(0) for ids in loaded._node_token_ids])
+    torch.testing.assert_close(loaded.gk_encoder.word_embedding, node_rows)
+    assert len(loaded.report_queue) == n and (loaded.report_queue.index == -1).all()
+    assert torch.equal(loaded.report_queue.has_sk, mask.sum(1) > 2)
