@@ -467,6 +467,21 @@ def grounded_text_features(
     return hidden[:, 0]
 
 
+def without_knowledge(model: MotorModel) -> MotorModel:
+    """The same MOTOR without its GK and SK paths: plain BLIP (``knowledge: none``) with ``model``'s weights.
+
+    E_v, the text stacks, the projections, the ITM head, the momentum copies of those and the ITC
+    queue keep their trained weights; the knowledge modules, their momentum copies, the report
+    queue and the MLC scorer are left out. This is how the reference code finetunes (its
+    retrieval, generation, diagnosis and VQA models have no knowledge modules).
+    """
+    plain = MotorModel(model.config.replace(knowledge="none"), model.tokenizer)
+    own = model.state_dict()
+    wanted = plain.state_dict()
+    plain.load_state_dict({name: own[name] for name in wanted}, strict=True)
+    return plain.to(next(model.parameters()).device)
+
+
 def build_model(config: MotorConfig, tokenizer: Any) -> MotorModel:
     """Build MOTOR and load the local pretrained weights named in ``config``.
 

@@ -30,6 +30,8 @@ class MotorCollator:
         mean / std: one value for every channel, or one per channel.
         labels_file: label set YAML (``None``: the 14 CheXpert classes of ``graphs/labels.yaml``),
             which fixes n_labels.
+        num_labels: n_labels of another label set (e.g. ChestX-ray14's 15 diagnosis classes);
+            overrides ``labels_file``.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class MotorCollator:
         mean: float | Sequence[float] = 0.5,
         std: float | Sequence[float] = 0.5,
         labels_file: str | None = None,
+        num_labels: int | None = None,
     ) -> None:
         from kg.label_schema import load_chexpert_classes
 
@@ -48,13 +51,15 @@ class MotorCollator:
         self.sk_max_len = sk_max_len
         self.mean = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-        self.num_labels = len(load_chexpert_classes(labels_file))
+        self.num_labels = num_labels or len(load_chexpert_classes(labels_file))
 
     @classmethod
-    def from_config(cls, tokenizer: Any, config: Any) -> MotorCollator:
-        """The collator matching a :class:`model.config.MotorConfig` (lengths and normalisation)."""
+    def from_config(cls, tokenizer: Any, config: Any, num_labels: int | None = None) -> MotorCollator:
+        """The collator matching a :class:`model.config.MotorConfig` (lengths and normalisation);
+        ``num_labels`` for a label set other than the config's."""
         return cls(
-            tokenizer, config.max_text_len, config.sk_max_len, config.image_mean, config.image_std, config.labels_file
+            tokenizer, config.max_text_len, config.sk_max_len, config.image_mean, config.image_std, config.labels_file,
+            num_labels,
         )
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

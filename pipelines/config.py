@@ -192,11 +192,15 @@ class FinetuneConfig:
         task: ``retrieval``, ``generation``, ``diagnosis`` or ``vqa``.
         init_from: a pretraining run directory or a saved model directory (``--from``).
         model: MotorConfig overrides applied to the loaded model's config (e.g. dropout).
+        knowledge_at_finetune: keep a MOTOR model's GK / SK paths while finetuning and evaluating
+            (``true``, the default) or drop them and finetune plain BLIP from the pretrained
+            weights (``false``, what the reference code does for every task).
     """
 
     task: str = "retrieval"
     init_from: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    knowledge_at_finetune: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -204,6 +208,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _check_choice(self.task, TASKS, "task")
+        if not isinstance(self.knowledge_at_finetune, bool):
+            raise InputError(f"must be true or false; got {self.knowledge_at_finetune!r}", field="knowledge_at_finetune")
         _check_common(self.train, self.optim, self.data)
         _check_eval(self.eval)
 

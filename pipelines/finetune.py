@@ -54,6 +54,9 @@ def finetune(
                     echo=echo)
     run_dir, ctx, say = run.run_dir, run.ctx, run.say
     motor = load_motor(source, config.model, ctx.device)
+    pretrained_knowledge = getattr(motor.config, "knowledge", None)
+    if not config.knowledge_at_finetune:
+        motor = drop_knowledge(motor)
     manifest = task_manifest(source, config.data.manifest, run_dir, config.data, motor.config.image_size, ctx)
     task = make_task(config.task, motor, manifest, config.eval, ctx.device, missing=config.data.missing,
                      vqa_manifest=vqa_manifest_path(config.data.vqa_manifest))
@@ -88,14 +91,44 @@ def finetune(
         metrics["test"] = task.evaluate(task.splits["test"])
         metrics["training"] = training_summary(fitted, elapsed, ctx)
         metrics["validation"] = fitted.validation
+        metrics["knowledge"] = knowledge_record(pretrained_knowledge, motor, config.knowledge_at_finetune)
         result.metrics = metrics
-        result.metrics_markdown = f"# {config.task}\n\n" + task.table(metrics)
+        result.metrics_markdown = (f"# {config.task}\n\n" + task.table(metrics)
+                                   + knowledge_note(metrics["knowledge"]))
         result.data = {"manifest": describe_file(manifest), "pretrained": str(source.model_dir), **task.data_files()}
         result.checkpoints = checkpoint_summary(fitted, run_dir, f"validation {config.task} score")
         result.save_to_directory(run_dir)
         say(result.metrics_markdown)
     barrier()
     return result
+
+
+def drop_knowledge(motor: Any) -> Any:
+    """``knowledge_at_finetune: false``: the MOTOR model without its GK / SK paths (plain BLIP).
+
+    Raises:
+        InputError: the model is not a MOTOR model (other methods have no such switch).
+    """
+    from model.motor import MotorModel, without_knowledge
+
+    if not isinstance(motor, MotorModel):
+        raise InputError(f"applies to MOTOR models; this is a {type(motor).__name__}", field="knowledge_at_finetune")
+    return without_knowledge(motor)
+
+
+def knowledge_record(pretrained: str | None, motor: Any, at_finetune: bool) -> dict[str, Any]:
+    """``metrics["knowledge"]`` of a finetuning bundle: the pretrained switch and the one finetuned."""
+    return {"pretrained": pretrained, "finetuned": getattr(motor.config, "knowledge", None),
+            "knowledge_at_finetune": at_finetune}
+
+
+def knowledge_note(record: dict[str, Any]) -> str:
+    """A line for ``metrics.md`` saying whether the knowledge paths were used at finetuning."""
+    if record["pretrained"] is None:
+        return ""
+    used = "kept" if record["knowledge_at_finetune"] else "dropped (plain BLIP, as the reference code)"
+    return (f"\nKnowledge paths at finetuning: {used}; pretrained with knowledge `{record['pretrained']}`, "
+            f"finetuned and evaluated with `{record['finetuned']}`.\n")
 
 
 def evaluate_run(

@@ -516,3 +516,19 @@ def test_unknown_sk_order_is_refused_naming_the_field():
     assert MotorConfig.preset("base").sk_order == "report"
     with pytest.raises(InputError, match="sk_order"):
         MotorConfig.preset("tiny").replace(sk_order="alphabetical")
+
+
+def test_without_knowledge_is_plain_blip_with_the_same_encoders(tokenizer):
+    from model.motor import project_image, project_text, without_knowledge
+
+    model = build_model(tiny_config("full"), tokenizer).eval()
+    plain = without_knowledge(model).eval()
+    assert plain.config.knowledge == "none"
+    assert not any(hasattr(plain, name) for name in ("gk_encoder", "sk_encoder", "report_queue", "label_scorer"))
+    batch = make_batch(tokenizer, model.config)
+    with torch.no_grad():
+        # f_v straight from E_v: what the model computes with every knowledge path switched off.
+        expected = project_image(model, model.image_encoder(batch["image"]))
+        torch.testing.assert_close(plain.encode_image(batch["image"]), expected)
+        assert torch.equal(plain.encode_text(batch["input_ids"], batch["attention_mask"]),
+                           model.encode_text(batch["input_ids"], batch["attention_mask"]))

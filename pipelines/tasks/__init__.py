@@ -7,7 +7,8 @@ retrieval   E_v, E_t with ITC + ITM (``lm_weight``/``mlc_weight``  R@1/5/10 both
             0 in ``finetune_retrieval.yaml``)                      zero-shot and finetuned
 generation  E_v + decoder with LM (``ReportGenerator``)            BLEU-1..4, METEOR, ROUGE-L,
                                                                    CIDEr; most-frequent report
-diagnosis   14 linear heads on E_v's [CLS] (``DiagnosisHead``)     AUROC per class and mean, F1
+diagnosis   a linear head per class of the dataset's label set     AUROC per class and mean, F1
+            (CheXpert 14, or ``labels_<set>.csv``) on E_v's [CLS]
 vqa         answer classifier over E_{v→t} (``VQAHead``)           open/closed/overall accuracy;
                                                                    majority answer
 ==========  =====================================================  ==============================

@@ -10,17 +10,49 @@ from pipelines.tasks.base import HEAD_FILE, Task, load_head_weights, metrics_tab
 
 
 class DiagnosisTask(Task):
-    """Linear heads on E_v's [CLS] with BCE; AUROC per class and mean, macro/micro F1."""
+    """Linear heads on E_v's [CLS] with BCE; AUROC per class and mean, macro/micro F1.
+
+    The classes are the dataset's label set (:mod:`pipelines.tasks.label_sets`: a
+    ``labels_<name>.csv`` beside the manifest, e.g. ChestX-ray14's 15), else the 14 CheXpert
+    classes of the manifest records.
+    """
 
     name = "diagnosis"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, motor: Any, manifest: Path, *args: Any, **kwargs: Any) -> None:
         from kg.label_schema import load_chexpert_classes
         from model.heads import DiagnosisHead
+        from pipelines.tasks.label_sets import dataset_label_set
 
-        super().__init__(*args, **kwargs)
-        self.names = [c.name for c in load_chexpert_classes(self.motor.config.labels_file)]
+        # Read before the splits are built: they carry the label set's vectors.
+        self.study_labels = dataset_label_set(manifest)
+        super().__init__(motor, manifest, *args, **kwargs)
+        if self.study_labels is None:
+            self.names = [c.name for c in load_chexpert_classes(self.motor.config.labels_file)]
+        else:
+            from model.processing import MotorCollator
+
+            self.names = list(self.study_labels.names)
+            self.collate = MotorCollator.from_config(self.motor.tokenizer, self.motor.config, len(self.names))
+            if self.entities is not None:
+                self.collate = self.entities.collator(self.collate)
         self.module = DiagnosisHead(self.motor, num_labels=len(self.names)).to(self.device)
+
+    def dataset(self, split: str) -> Dataset:
+        samples = super().dataset(split)
+        if self.study_labels is None:
+            return samples
+        from pipelines.tasks.label_sets import LabelSetSamples
+
+        return LabelSetSamples(samples, self.study_labels)
+
+    def data_files(self) -> dict[str, Any]:
+        if self.study_labels is None:
+            return {}
+        from pipelines.run_bundle import describe_file
+
+        return {"label_set": {"name": self.study_labels.name, "classes": self.names,
+                              "definition": self.study_labels.definition, **describe_file(self.study_labels.path)}}
 
     def evaluate(self, dataset: Dataset) -> dict[str, Any]:
         from pipelines.evaluate import diagnosis_evaluation

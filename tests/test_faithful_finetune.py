@@ -1,0 +1,94 @@
+"""Finetuning as the MOTOR reference code does it, beside motor-kg's defaults: knowledge paths off at
+finetuning, and diagnosis with a label set other than CheXpert's (ChestX-ray14's) end to end."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import replace
+
+import pytest
+
+from kg.manifest import read_manifest, write_manifest
+from pipelines.cli import main
+
+TINY = ["--no-progress", "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "eval.batch_size=8",
+        "--set", "eval.itm_k=2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pretrain") / "run"
+    assert main(["pretrain", "--out", str(run_dir), "--no-progress", "--set", "data.synthetic_n=24",
+                 "--set", "model.image_size=32", "--set", "model.knowledge=gk+sk", "--set", "train.max_steps=2",
+                 "--set", "train.batch_size=4", "--set", "eval.batch_size=8"]) == 0
+    return run_dir
+
+
+@pytest.mark.timeout(180)
+def test_knowledge_at_finetune_false_finetunes_plain_blip_and_says_so(pretrained, tmp_path):
+    run_dir = tmp_path / "plain"
+    assert main(["finetune", "--task", "retrieval", "--from", str(pretrained), "--out", str(run_dir), *TINY,
+                 "--set", "knowledge_at_finetune=false"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["knowledge"] == {"pretrained": "gk+sk", "finetuned": "none", "knowledge_at_finetune": False}
+    assert "Knowledge paths at finetuning: dropped" in (run_dir / "metrics.md").read_text()
+    saved = json.loads((run_dir / "model" / "config.json").read_text())
+    assert saved["motor_config"]["knowledge"] == "none"
+    assert "knowledge_at_finetune: false" in (run_dir / "config.yaml").read_text()
+
+    kept = tmp_path / "kept"
+    assert main(["finetune", "--task", "retrieval", "--from", str(pretrained), "--out", str(kept), *TINY]) == 0
+    assert json.loads((kept / "metrics.json").read_text())["knowledge"]["finetuned"] == "gk+sk"
+
+
+def chestxray14_like(pretrained, directory):
+    """The pretraining studies with ChestX-ray14's 15 labels beside them, as the builder writes them."""
+    from pipelines.builders.chestxray14 import read_label_set
+
+    source = pretrained / "data" / "manifest.jsonl"
+    records = [replace(r, image=[str((source.parent / i).resolve()) for i in r.images], report="",
+                       labels=[None] * len(r.labels)) for r in read_manifest(source)]
+    directory.mkdir()
+    write_manifest(records, directory / "manifest.jsonl")
+    names = read_label_set().names
+    rng = random.Random(0)
+    with (directory / "labels_chestxray14.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["study_id", *names])
+        for record in records:
+            writer.writerow([record.study_id, *(rng.choice("01") for _ in names)])
+    return directory / "manifest.jsonl", names
+
+
+@pytest.mark.timeout(180)
+def test_diagnosis_trains_and_reports_the_datasets_own_label_set(pretrained, tmp_path):
+    manifest, names = chestxray14_like(pretrained, tmp_path / "cxr14")
+    assert len(names) == 15 and "Infiltration" in names
+    run_dir = tmp_path / "diagnosis"
+    assert main(["finetune", "--task", "diagnosis", "--from", str(pretrained), "--data", str(manifest),
+                 "--out", str(run_dir), *TINY]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics["test"]["auroc"]) == names and list(metrics["test"]["f1"]) == names
+    table = (run_dir / "metrics.md").read_text()
+    assert all(name in table for name in names)
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["data"]["label_set"]["name"] == "chestxray14"
+    assert run_info["data"]["label_set"]["classes"] == names
+
+    # `motor evaluate` finds the same label set beside the manifest and reproduces the figures.
+    out = tmp_path / "evaluated"
+    assert main(["evaluate", "--task", "diagnosis", "--model", str(run_dir), "--data", str(manifest),
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["auroc"] == metrics["test"]["auroc"]
+
+
+def test_a_label_file_with_another_header_is_refused_naming_file_and_line(tmp_path):
+    from kg.errors import InputError
+    from pipelines.tasks.label_sets import dataset_label_set
+
+    (tmp_path / "manifest.jsonl").write_text("")
+    (tmp_path / "labels_chestxray14.csv").write_text("study_id,Atelectasis\ns1,1\n")
+    with pytest.raises(InputError, match="labels_chestxray14.csv.*line 1"):
+        dataset_label_set(tmp_path / "manifest.jsonl")
+    assert dataset_label_set(tmp_path / "elsewhere" / "manifest.jsonl") is None
