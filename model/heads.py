@@ -5,6 +5,8 @@
 * Generation uses ``MotorModel.generate``.
 * :class:`DiagnosisHead`: one linear head per label on E_v's [CLS] feature.
 * :class:`VQAHead`: an answer classifier over E_{v→t} (the question attending to the image).
+* :class:`QuestionTypeVQAHead`: the reference code's layout: a question-type (closed / open)
+  classifier and one answer classifier per type.
 
 A head registers only the modules it runs (shared with the MOTOR model it came from), so an
 optimiser or DistributedDataParallel over the head sees no idle parameters. ``forward(batch)``
@@ -105,3 +107,80 @@ class VQAHead(nn.Module):
         logits = self.logits(batch["image"], batch["input_ids"], batch["attention_mask"])
         loss = nn.functional.cross_entropy(logits, batch["answer"], ignore_index=IGNORE_ANSWER)
         return MotorOutput(loss=loss, losses={"ce": loss})
+
+
+#: ``answer_type`` codes of a VQA batch (the reference code's: 0 closed, 1 open).
+CLOSED, OPEN = 0, 1
+
+
+class QuestionTypeVQAHead(nn.Module):
+    """VQA with a question-type classifier and separate closed and open answer classifiers.
+
+    The reference code's layout (MEVF's, which MOTOR's VQA code follows): the question alone
+    (E_t's [CLS] feature, no image) is classified as closed or open, and the question attending
+    to the image (E_{v→t}'s [ENC] feature) is classified by the answer head of that type, over
+    that type's answers only. Training uses each question's true type for its answer head;
+    prediction routes every question by the predicted type.
+
+    Answer indices follow one list, the ``num_closed`` closed answers then the ``num_open`` open
+    ones (:class:`pipelines.tasks.vqa.AnswerVocabulary` with ``closed`` set). ``classifier`` is a
+    ``ModuleDict`` (``question_type``, ``closed``, ``open``): what a task saves as the head.
+
+    Args:
+        motor: the pretrained model (image path, report queue and text encoder are shared).
+        num_closed / num_open: answers of each type (each at least 1).
+        hidden: answer-MLP hidden width (default 2 × text_width).
+    """
+
+    def __init__(self, motor: MotorModel, num_closed: int, num_open: int, hidden: int | None = None) -> None:
+        super().__init__()
+        if num_closed < 1 or num_open < 1:
+            raise InputError(f"needs closed and open answers; got {num_closed} closed, {num_open} open",
+                             field="num_answers")
+        width = motor.config.text_width
+        hidden = hidden or 2 * width
+        self.num_closed, self.num_open = num_closed, num_open
+        self.towers = nn.ModuleDict({name: getattr(motor, name) for name in IMAGE_PATH_MODULES if hasattr(motor, name)})
+        self.report_queue = getattr(motor, "report_queue", None)
+        self.text_encoder = motor.text_encoder
+        self.enc_token_id = motor.token_ids["enc"]
+        self.top_k = motor.config.sk_top_k
+
+        def answers(n: int) -> nn.Module:
+            return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, n))
+
+        self.classifier = nn.ModuleDict({"question_type": nn.Linear(width, 2), "closed": answers(num_closed),
+                                         "open": answers(num_open)})
+
+    def parts(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(type (B, 2), closed (B, num_closed), open (B, num_open))`` logits."""
+        question = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        tokens = enhanced_image_tokens(self.towers, images, self.report_queue, self.top_k)
+        grounded = grounded_text_features(self.text_encoder, self.enc_token_id, input_ids, attention_mask, tokens)
+        return self.classifier["question_type"](question), self.classifier["closed"](grounded), self.classifier["open"](grounded)
+
+    def logits(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, num_closed + num_open) answer scores; the type not predicted is -inf, so the argmax
+        is the predicted type's best answer."""
+        kind, closed, opened = self.parts(images, input_ids, attention_mask)
+        is_open = (kind.argmax(-1) == OPEN).unsqueeze(-1)
+        hidden = torch.finfo(closed.dtype).min
+        return torch.cat([closed.masked_fill(is_open, hidden), opened.masked_fill(~is_open, hidden)], dim=-1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> MotorOutput:
+        """Question-type cross-entropy plus each type's answer cross-entropy on its questions.
+
+        ``batch``: ``image``, ``input_ids`` / ``attention_mask`` (the question), ``answer_type``
+        (B,) 0 closed / 1 open, ``answer`` (B,) indices into the joint list (-100: skip). Losses
+        ``type``, ``closed`` and ``open`` (0 when the batch has no question of that type).
+        """
+        kind, closed, opened = self.parts(batch["image"], batch["input_ids"], batch["attention_mask"])
+        answer, answer_type = batch["answer"], batch["answer_type"]
+        losses = {"type": nn.functional.cross_entropy(kind, answer_type)}
+        for name, logits, code, offset in (("closed", closed, CLOSED, 0), ("open", opened, OPEN, self.num_closed)):
+            rows = (answer_type == code) & (answer != IGNORE_ANSWER)
+            losses[name] = (nn.functional.cross_entropy(logits[rows], answer[rows] - offset) if rows.any()
+                            else logits.new_zeros(()))
+        return MotorOutput(loss=sum(losses.values()), losses=losses)

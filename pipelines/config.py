@@ -195,12 +195,16 @@ class FinetuneConfig:
         knowledge_at_finetune: keep a MOTOR model's GK / SK paths while finetuning and evaluating
             (``true``, the default) or drop them and finetune plain BLIP from the pretrained
             weights (``false``, what the reference code does for every task).
+        vqa_head: ``single`` (one classifier over every answer) or ``question_type`` (a
+            question-type classifier and separate closed / open answer classifiers, the
+            reference code's); VQA only.
     """
 
     task: str = "retrieval"
     init_from: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
     knowledge_at_finetune: bool = True
+    vqa_head: str = "single"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -210,6 +214,7 @@ class FinetuneConfig:
         _check_choice(self.task, TASKS, "task")
         if not isinstance(self.knowledge_at_finetune, bool):
             raise InputError(f"must be true or false; got {self.knowledge_at_finetune!r}", field="knowledge_at_finetune")
+        _check_choice(self.vqa_head, ("single", "question_type"), "vqa_head")
         _check_common(self.train, self.optim, self.data)
         _check_eval(self.eval)
 

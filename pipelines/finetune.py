@@ -59,7 +59,7 @@ def finetune(
         motor = drop_knowledge(motor)
     manifest = task_manifest(source, config.data.manifest, run_dir, config.data, motor.config.image_size, ctx)
     task = make_task(config.task, motor, manifest, config.eval, ctx.device, missing=config.data.missing,
-                     vqa_manifest=vqa_manifest_path(config.data.vqa_manifest))
+                     vqa_manifest=vqa_manifest_path(config.data.vqa_manifest), vqa_head=config.vqa_head)
     check_images(task.image_manifest, ctx, missing=config.data.missing, echo=say)
     say(f"{config.task}: {source.model_dir} on {manifest} "
         f"({len(task.splits['train'])} train / {len(task.splits['val'])} val / {len(task.splits['test'])} test)")

@@ -92,3 +92,48 @@ def test_a_label_file_with_another_header_is_refused_naming_file_and_line(tmp_pa
     with pytest.raises(InputError, match="labels_chestxray14.csv.*line 1"):
         dataset_label_set(tmp_path / "manifest.jsonl")
     assert dataset_label_set(tmp_path / "elsewhere" / "manifest.jsonl") is None
+
+
+@pytest.mark.timeout(180)
+def test_question_type_vqa_head_trains_saves_and_evaluates(pretrained, tmp_path):
+    run_dir = tmp_path / "vqa"
+    assert main(["finetune", "--task", "vqa", "--from", str(pretrained), "--out", str(run_dir), *TINY,
+                 "--set", "vqa_head=question_type"]) == 0
+    answers = json.loads((run_dir / "answers.json").read_text())
+    assert set(answers) == {"closed", "open"} and answers["closed"] and answers["open"]
+    assert "yes" in answers["closed"] or "no" in answers["closed"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(set(row) >= {"type", "closed", "open"} for row in logged)
+    assert "question-type classifier" in (run_dir / "metrics.md").read_text()
+    out = tmp_path / "evaluated"
+    assert main(["evaluate", "--task", "vqa", "--model", str(run_dir), "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["model"] == metrics["test"]["model"]
+
+
+def test_question_type_head_answers_from_the_predicted_types_classifier(tmp_path):
+    import torch
+    from model_cases import make_batch, tiny_config, train_tiny_tokenizer
+
+    from model import build_model
+    from model.heads import QuestionTypeVQAHead
+
+    tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    motor = build_model(tiny_config("none"), tokenizer).eval()
+    head = QuestionTypeVQAHead(motor, num_closed=2, num_open=3).eval()
+    batch = make_batch(tokenizer, motor.config)
+    with torch.no_grad():
+        kind, closed, opened = head.parts(batch["image"], batch["input_ids"], batch["attention_mask"])
+        predicted = head.logits(batch["image"], batch["input_ids"], batch["attention_mask"]).argmax(-1)
+    for b in range(predicted.shape[0]):
+        if int(kind[b].argmax()) == 1:
+            assert int(predicted[b]) == 2 + int(opened[b].argmax())
+        else:
+            assert int(predicted[b]) == int(closed[b].argmax())
+    batch["answer_type"] = torch.tensor([0, 1, 0, 0])
+    batch["answer"] = torch.tensor([1, 4, -100, 0])
+    output = head(batch)
+    expected_open = torch.nn.functional.cross_entropy(opened[[1]], torch.tensor([2]))
+    torch.testing.assert_close(output.losses["open"].detach(), expected_open, atol=1e-5, rtol=1e-5)
+    expected_closed = torch.nn.functional.cross_entropy(closed[[0, 3]], torch.tensor([1, 0]))
+    torch.testing.assert_close(output.losses["closed"].detach(), expected_closed, atol=1e-5, rtol=1e-5)

@@ -47,6 +47,7 @@ def task_class(name: str) -> type[Task]:
 
 
 def make_task(name: str, motor: Any, manifest: Path, eval_config: EvalConfig, device: torch.device, *,
-              missing: str = "error", vqa_manifest: Path | None = None) -> Task:
-    """The task called ``name`` over ``motor`` and the manifest's splits."""
-    return task_class(name)(motor, manifest, eval_config, device, missing=missing, vqa_manifest=vqa_manifest)
+              missing: str = "error", vqa_manifest: Path | None = None, vqa_head: str = "single") -> Task:
+    """The task called ``name`` over ``motor`` and the manifest's splits (``vqa_head``: VQA only)."""
+    extra = {"vqa_head": vqa_head} if name == "vqa" else {}
+    return task_class(name)(motor, manifest, eval_config, device, missing=missing, vqa_manifest=vqa_manifest, **extra)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kg.errors import InputError
-from model.heads import IGNORE_ANSWER
+from model.heads import CLOSED, IGNORE_ANSWER, OPEN
 from pipelines.config import EvalConfig
 from pipelines.prepare import VQA_MANIFEST_NAME, companion_file
 from pipelines.run_bundle import describe_file
@@ -40,12 +40,40 @@ class AnswerVocabulary:
 
     Attributes:
         answers: normalised answer strings; a head's logit ``i`` is ``answers[i]``.
+        closed: for a question-type head (``vqa_head: question_type``), the number of leading
+            closed answers: ``answers`` is then the closed answers, then the open ones (an answer
+            may be in both parts); ``None`` for one shared list.
     """
 
     answers: list[str]
+    closed: int | None = None
 
     def __post_init__(self) -> None:
-        self._positions = {answer: i for i, answer in enumerate(self.answers)}
+        if self.closed is None:
+            self._positions = {answer: i for i, answer in enumerate(self.answers)}
+            return
+        self._typed = {
+            "closed": {answer: i for i, answer in enumerate(self.answers[: self.closed])},
+            "open": {answer: self.closed + i for i, answer in enumerate(self.answers[self.closed:])},
+        }
+
+    @classmethod
+    def from_typed_answers(cls, answers: Iterable[str], kinds: Iterable[str]) -> AnswerVocabulary:
+        """Closed and open answers kept apart (``kinds``: each answer's ``closed`` / ``open``).
+
+        Raises:
+            InputError: no closed or no open training answer.
+        """
+        by_kind: dict[str, Counter] = {"closed": Counter(), "open": Counter()}
+        for answer, kind in zip(answers, kinds):
+            by_kind[kind][normalize(answer)] += 1
+        if not by_kind["closed"] or not by_kind["open"]:
+            raise InputError("vqa_head question_type needs closed and open training questions; got "
+                             f"{sum(by_kind['closed'].values())} closed, {sum(by_kind['open'].values())} open",
+                             field="answer_type")
+        ordered = {kind: [a for a, _ in sorted(c.items(), key=lambda item: (-item[1], item[0]))]
+                   for kind, c in by_kind.items()}
+        return cls(ordered["closed"] + ordered["open"], closed=len(ordered["closed"]))
 
     @classmethod
     def from_answers(cls, answers: Iterable[str]) -> AnswerVocabulary:
@@ -62,15 +90,21 @@ class AnswerVocabulary:
     def __len__(self) -> int:
         return len(self.answers)
 
-    def index(self, answer: str) -> int:
-        """Class index of ``answer``; ``IGNORE_ANSWER`` (-100) when it is not in the vocabulary."""
-        return self._positions.get(normalize(answer), IGNORE_ANSWER)
+    def index(self, answer: str, kind: str | None = None) -> int:
+        """Class index of ``answer`` (of type ``kind`` in a typed vocabulary); ``IGNORE_ANSWER``
+        (-100) when it is not in the vocabulary."""
+        if self.closed is None:
+            return self._positions.get(normalize(answer), IGNORE_ANSWER)
+        return self._typed.get(kind or "", {}).get(normalize(answer), IGNORE_ANSWER)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the answers as a JSON list (atomic)."""
+        """Write the answers as a JSON list, or ``{"closed": [...], "open": [...]}`` when typed (atomic)."""
         from pipelines.run_bundle import write_json
 
-        write_json(path, self.answers)
+        if self.closed is None:
+            write_json(path, self.answers)
+        else:
+            write_json(path, {"closed": self.answers[: self.closed], "open": self.answers[self.closed:]})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AnswerVocabulary:
@@ -84,8 +118,11 @@ class AnswerVocabulary:
             answers = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"cannot read the answer vocabulary: {err}", file=path) from None
+        if isinstance(answers, dict) and set(answers) == {"closed", "open"} and all(
+                isinstance(part, list) and all(isinstance(a, str) for a in part) for part in answers.values()):
+            return cls(answers["closed"] + answers["open"], closed=len(answers["closed"]))
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-            raise InputError("expected a JSON list of answer strings", file=path)
+            raise InputError('expected a JSON list of answer strings, or {"closed": [...], "open": [...]}', file=path)
         return cls(answers)
 
 
@@ -94,8 +131,8 @@ class VQACollator:
 
     Items are ``{"image", "question", "answer", ...}`` (``pipelines.data.datasets.VQADataset``);
     the batch holds ``image`` (B, C, H, W) normalised, the question as ``input_ids`` /
-    ``attention_mask`` (B, L) and ``answer`` (B,) long class indices (-100 for an answer outside
-    the vocabulary, which the loss skips).
+    ``attention_mask`` (B, L), ``answer`` (B,) long class indices (-100 for an answer outside
+    the vocabulary, which the loss skips) and ``answer_type`` (B,) long, 0 closed / 1 open.
 
     Args:
         collator: the model's :class:`model.processing.MotorCollator` (normalisation and tokenizer).
@@ -109,19 +146,33 @@ class VQACollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Collate ``items``; see the class docstring."""
         batch = self.collator([{"image": item["image"], "report": item["question"], "index": item["index"]} for item in items])
-        batch["answer"] = torch.tensor([self.vocabulary.index(item["answer"]) for item in items], dtype=torch.long)
+        batch["answer"] = torch.tensor([self.vocabulary.index(item["answer"], item.get("answer_type"))
+                                        for item in items], dtype=torch.long)
+        batch["answer_type"] = torch.tensor([OPEN if item.get("answer_type") == "open" else CLOSED for item in items],
+                                            dtype=torch.long)
         return batch
 
 
+#: The VQA heads (``vqa_head``): one classifier over every answer, or the reference code's
+#: question-type classifier with a closed and an open answer classifier.
+VQA_HEADS = ("single", "question_type")
+
+
 class VQATask(Task):
-    """Answer classification over E_{v→t}; open, closed and overall accuracy."""
+    """Answer classification over E_{v→t}; open, closed and overall accuracy.
+
+    ``vqa_head``: ``single`` (one classifier over every training answer, the default) or
+    ``question_type`` (:class:`model.heads.QuestionTypeVQAHead`, the reference code's layout).
+    """
 
     name = "vqa"
 
     def __init__(self, motor: Any, manifest: Path, eval_config: EvalConfig, device: torch.device, *,
-                 missing: str = "error", vqa_manifest: Path | None = None) -> None:
-        from model.heads import VQAHead
+                 missing: str = "error", vqa_manifest: Path | None = None, vqa_head: str = "single") -> None:
         from pipelines.evaluate import majority_answers, vqa_records
+
+        if vqa_head not in VQA_HEADS:
+            raise InputError(f"must be one of {', '.join(VQA_HEADS)}; got {vqa_head!r}", field="vqa_head")
 
         self.vqa_manifest = vqa_manifest or companion_file(manifest, VQA_MANIFEST_NAME)
         if self.vqa_manifest is None:
@@ -129,10 +180,11 @@ class VQATask(Task):
                              "manifest", file=manifest, field="data.vqa_manifest")
         super().__init__(motor, manifest, eval_config, device, missing=missing)
         answers, kinds = vqa_records(self.splits["train"])
-        self.vocabulary = AnswerVocabulary.from_answers(answers)
+        self.vocabulary = (AnswerVocabulary.from_answers(answers) if vqa_head == "single"
+                           else AnswerVocabulary.from_typed_answers(answers, kinds))
         self.majority = majority_answers(answers, kinds)
         self.collate = VQACollator(self.collate, self.vocabulary)
-        self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
+        self.module = make_vqa_head(self.motor, self.vocabulary).to(self.device)
 
     @property
     def image_manifest(self) -> Path:
@@ -162,8 +214,11 @@ class VQATask(Task):
         test = metrics["test"]
         rows = {"MOTOR": test["model"], "majority answer": test["majority_answer"]}
         columns = {"open": "Open", "closed": "Closed", "overall": "Overall"}
+        head = ("one classifier" if self.vocabulary.closed is None else
+                f"question-type classifier + {self.vocabulary.closed} closed / "
+                f"{len(self.vocabulary) - self.vocabulary.closed} open answers")
         counts = f"\n{test['model']['n_open']} open and {test['model']['n_closed']} closed test questions; " \
-                 f"{len(self.vocabulary)} answer classes.\n"
+                 f"{len(self.vocabulary)} answer classes ({head}).\n"
         return metrics_table(rows, columns) + counts
 
     def save_head(self, run_dir: Path) -> None:
@@ -171,9 +226,17 @@ class VQATask(Task):
         self.vocabulary.save(run_dir / ANSWERS_FILE)
 
     def load_head(self, run_dir: Path) -> None:
-        from model.heads import VQAHead
-
         self.vocabulary = AnswerVocabulary.load(run_dir / ANSWERS_FILE)
         self.collate = VQACollator(self.collate.collator, self.vocabulary)
-        self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
+        self.module = make_vqa_head(self.motor, self.vocabulary).to(self.device)
         load_head_weights(self.module.classifier, run_dir / HEAD_FILE, self.device)
+
+
+def make_vqa_head(motor: Any, vocabulary: AnswerVocabulary) -> torch.nn.Module:
+    """The head a vocabulary calls for: :class:`model.heads.VQAHead` for one shared list,
+    :class:`model.heads.QuestionTypeVQAHead` for closed and open answers kept apart."""
+    from model.heads import QuestionTypeVQAHead, VQAHead
+
+    if vocabulary.closed is None:
+        return VQAHead(motor, len(vocabulary))
+    return QuestionTypeVQAHead(motor, vocabulary.closed, len(vocabulary) - vocabulary.closed)
