@@ -32,6 +32,8 @@ _Config = TypeVar("_Config")
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
 UNMENTIONED_POLICIES = ("negative", "ignore")
+#: ``views`` values: one image per study, or every view (up to ``num_views``) fused.
+VIEWS = ("first", "all")
 #: ``sk_fusion`` values: how E_{sk→v} sees the k retrieved reports (:class:`model.knowledge.SKEncoder`).
 SK_FUSIONS = ("concat", "weighted_sum")
 
@@ -47,6 +49,12 @@ class MotorConfig:
         image_weights: optional local ViT checkpoint (``.safetensors`` or a ``torch.save`` file of
             tensors) in timm's naming; positional embeddings are resampled to ``image_size``.
         image_mean / image_std: per-channel (or one shared) normalisation of [0, 1] pixels.
+
+        views: ``first`` (one image per study: its first view) or ``all`` (each study's first
+            ``num_views`` images, each encoded by E_v; the views' token features are concatenated
+            feature-wise and projected back to vision_width, as the reference code's ``iu_proj``
+            does for IU-Xray's frontal + lateral pairs). num_views: views per study with ``all``
+            (a study with fewer repeats its last one).
 
     Text encoders (report E_t, image-grounded E_{v→t}, decoder; BERT layout):
         text_model_dir: optional local BERT-style checkout (e.g. SciBERT); its sizes replace the
@@ -109,6 +117,8 @@ class MotorConfig:
     image_weights: str | None = None
     image_mean: tuple[float, ...] = (0.5,)
     image_std: tuple[float, ...] = (0.5,)
+    views: str = "first"
+    num_views: int = 2
     # text encoders
     text_model_dir: str | None = None
     text_width: int = 768
@@ -161,6 +171,10 @@ class MotorConfig:
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
         check_sk_order(self.sk_order)
+        if self.views not in VIEWS:
+            raise InputError(f"must be one of {', '.join(VIEWS)}; got {self.views!r}", field="views")
+        if isinstance(self.num_views, bool) or not isinstance(self.num_views, int) or self.num_views < 2:
+            raise InputError(f"must be an integer >= 2; got {self.num_views!r}", field="num_views")
         if self.sk_fusion not in SK_FUSIONS:
             raise InputError(f"must be one of {', '.join(SK_FUSIONS)}; got {self.sk_fusion!r}", field="sk_fusion")
         for name in ("gk_intermediate", "knowledge_intermediate"):
@@ -224,6 +238,11 @@ class MotorConfig:
     def uses_mlc(self) -> bool:
         """Whether text-based multi-label classification (Eq. 7–9) is trained."""
         return knowledge_variant(self.knowledge).mlc
+
+    @property
+    def views_per_study(self) -> int | None:
+        """Images per study the data must give (``num_views`` with ``views: all``), or ``None`` for one."""
+        return self.num_views if self.views == "all" else None
 
     @property
     def num_patches(self) -> int:

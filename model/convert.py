@@ -13,6 +13,7 @@ source key (regex)                         this project's key                   
 ``visual_encoder.X`` (timm ViT names)      ``image_encoder.vit.X``                ViT fitted (below)
 ``text_encoder_m.X``                       ``momentum.text_encoder.X``
 ``vision_proj_m.X`` / ``text_proj_m.X``    ``momentum.vision_proj.X`` / ...
+``iu_proj.X`` / ``iu_proj_m.X``            ``(momentum.)image_encoder.view_proj.X``
 ``image_queue`` / ``image_feat_queue``     ``itc_queue.image``                    transposed
 ``text_queue`` / ``text_feat_queue``       ``itc_queue.text``                     transposed
 ``idx_queue``                              ``itc_queue.index``                    flattened
@@ -32,8 +33,9 @@ index -1, an unknown study that is never a positive. MOTOR's own knowledge modul
 E_gk, E_{gk→v}, E_sk, E_{sk→v} and the SK report queue by :mod:`model.convert_motor` (its table
 says what maps where; the few tensors without a counterpart are listed as missing); the report's
 ``sources`` names, for every key whose name or layout changed, the source keys it came from.
-``iu_proj.*`` (the reference's two-view projection for IU-Xray generation) has no counterpart and
-is reported as unexpected.
+``iu_proj.*`` / ``iu_proj_m.*`` (the reference's two-view projection for IU-Xray) map to
+``image_encoder.view_proj.*`` / ``momentum.image_encoder.view_proj.*`` of a model with
+``views: all`` (and are unexpected in a one-view model).
 
 Keys no rule matches, and keys mapped to a name the model does not have, are *unexpected*. ViT
 tensors are fitted where timm knows how: the positional embedding is resampled to the configured
@@ -78,6 +80,8 @@ RULES: tuple[tuple[str, str | None, str | None], ...] = (
     (r"^(text_queue|text_feat_queue)$", "itc_queue.text", "transpose"),
     (r"^idx_queue$", "itc_queue.index", "flatten"),
     (r"^(ptr_queue|queue_ptr)$", "itc_queue.ptr", "scalar"),
+    (r"^iu_proj_m\.(.+)$", r"momentum.image_encoder.view_proj.\1", None),
+    (r"^iu_proj\.(.+)$", r"image_encoder.view_proj.\1", None),
     (r"^.*\.position_ids$", None, None),
     (r"^((text_encoder|text_decoder|vision_proj|text_proj|itm_head)\..+|temp)$", r"\1", None),
     (r"^((image_encoder|momentum|gk_encoder|gk_image_encoder|sk_encoder|sk_image_encoder|label_scorer"

@@ -25,7 +25,10 @@ class ImageEncoder(nn.Module):
     """E_v: a Vision Transformer returning every token.
 
     ``forward(images (B, C, H, W)) -> (B, 1 + patches, vision_width)``, ``[CLS]`` first, after the
-    final layer norm.
+    final layer norm. With ``views: all`` a study is ``num_views`` images, ``(B, V, C, H, W)``:
+    each view goes through the ViT, the V token features of each position are concatenated
+    (B, 1 + patches, V · width) and ``view_proj`` maps them back to width (the reference code's
+    ``iu_proj``), so everything after E_v sees one study as one token sequence.
     """
 
     def __init__(self, config: MotorConfig) -> None:
@@ -40,15 +43,26 @@ class ImageEncoder(nn.Module):
             num_classes=0, drop_path_rate=config.drop_path_rate,
         )
         self.width = config.vision_width
+        self.views = getattr(config, "views_per_study", None)
+        if self.views is not None:
+            self.view_proj = nn.Linear(self.views * config.vision_width, config.vision_width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) normalised images → (B, 1 + patches, width) token features."""
-        if images.dim() != 4 or tuple(images.shape[1:]) != (self.in_chans, self.image_size, self.image_size):
-            raise InputError(
-                f"expected images of shape (B, {self.in_chans}, {self.image_size}, {self.image_size}); "
-                f"got {tuple(images.shape)}", field="image"
-            )
-        return self.vit.forward_features(images)
+        """(B, C, H, W) — or (B, V, C, H, W) with ``views: all`` — normalised images → (B, 1 + patches,
+        width) token features."""
+        image = (self.in_chans, self.image_size, self.image_size)
+        if self.views is None:
+            if images.dim() != 4 or tuple(images.shape[1:]) != image:
+                raise InputError(f"expected images of shape (B, {', '.join(map(str, image))}); "
+                                 f"got {tuple(images.shape)}", field="image")
+            return self.vit.forward_features(images)
+        if images.dim() != 5 or tuple(images.shape[1:]) != (self.views, *image):
+            raise InputError(f"views: all expects images of shape (B, {self.views}, {', '.join(map(str, image))}); "
+                             f"got {tuple(images.shape)}", field="image")
+        batch = images.shape[0]
+        tokens = self.vit.forward_features(images.flatten(0, 1))  # (B·V, T, width)
+        tokens = tokens.reshape(batch, self.views, tokens.shape[1], self.width)
+        return self.view_proj(tokens.permute(0, 2, 1, 3).reshape(batch, tokens.shape[2], self.views * self.width))
 
     def load_weights(self, path: str | Path) -> None:
         """Initialise from a local ViT checkpoint in timm's naming.

@@ -69,8 +69,9 @@ class MotorCollator:
         for position, sample in enumerate(samples):
             _check_sample(sample, position)
         images = torch.stack([s["image"].float() for s in samples])
-        if self.mean.shape[0] not in (1, images.shape[1]):
-            raise InputError(f"{self.mean.shape[0]} normalisation values for {images.shape[1]} channels", field="image")
+        channels = images.shape[-3]  # (B, C, H, W), or (B, V, C, H, W) with several views per study
+        if self.mean.shape[0] not in (1, channels):
+            raise InputError(f"{self.mean.shape[0]} normalisation values for {channels} channels", field="image")
         report = self.tokenizer(
             [s["report"] for s in samples], padding="longest", truncation=True, max_length=self.max_len,
             return_tensors="pt",
@@ -98,8 +99,8 @@ def _check_sample(sample: dict[str, Any], position: int) -> None:
         if key not in sample:
             raise InputError("missing", record=record, field=key)
     image = sample["image"]
-    if not isinstance(image, torch.Tensor) or image.dim() != 3:
-        raise InputError("expected a (C, H, W) tensor", record=record, field="image")
+    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
+        raise InputError("expected a (C, H, W) tensor, or (V, C, H, W) for several views", record=record, field="image")
     if not isinstance(sample["report"], str):
         raise InputError(f"expected text, got {type(sample['report']).__name__}", record=record, field="report")
     if not isinstance(sample.get("sk_sentence") or "", str):

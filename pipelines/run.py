@@ -125,11 +125,13 @@ def training_sk_sentences(
 
 
 def load_split(manifest: Path, split: str, model_config: Any, missing: str = "error") -> Any:
-    """The ``split`` studies of a manifest as an ``ImageReportDataset`` at the model's image size."""
+    """The ``split`` studies of a manifest as an ``ImageReportDataset`` at the model's image size
+    (one item per study; with ``views: all`` each item holds the study's ``num_views`` views)."""
     from pipelines.data.datasets import ImageReportDataset
 
     return ImageReportDataset(
-        manifest, split, image_size=model_config.image_size, in_chans=model_config.in_chans, missing=missing
+        manifest, split, image_size=model_config.image_size, in_chans=model_config.in_chans, missing=missing,
+        views_per_item=getattr(model_config, "views_per_study", None),
     )
 
 

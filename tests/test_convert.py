@@ -312,3 +312,8 @@ def test_reference_knowledge_modules_map_onto_the_gk_and_sk_paths(tmp_path: Path
     torch.testing.assert_close(loaded.gk_encoder.word_embedding, node_rows)
     assert len(loaded.report_queue) == n and (loaded.report_queue.index == -1).all()
     assert torch.equal(loaded.report_queue.has_sk, mask.sum(1) > 2)
+
+
+def test_the_reference_two_view_projection_maps_onto_view_proj() -> None:
+    assert map_key("iu_proj.weight") == "image_encoder.view_proj.weight"
+    assert map_key("iu_proj_m.bias") == "momentum.image_encoder.view_proj.bias"

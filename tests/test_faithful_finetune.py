@@ -137,3 +137,61 @@ def test_question_type_head_answers_from_the_predicted_types_classifier(tmp_path
     torch.testing.assert_close(output.losses["open"].detach(), expected_open, atol=1e-5, rtol=1e-5)
     expected_closed = torch.nn.functional.cross_entropy(closed[[0, 3]], torch.tensor([1, 0]))
     torch.testing.assert_close(output.losses["closed"].detach(), expected_closed, atol=1e-5, rtol=1e-5)
+
+
+def test_all_views_encodes_each_view_and_projects_their_concatenation(tmp_path):
+    import torch
+    from model_cases import tiny_config, train_tiny_tokenizer
+
+    from kg.errors import InputError
+    from model import build_model
+
+    model = build_model(tiny_config("none", views="all", num_views=2), train_tiny_tokenizer(tmp_path / "tok")).eval()
+    encoder = model.image_encoder
+    images = torch.randn(3, 2, 3, 64, 64)
+    with torch.no_grad():
+        front, side = encoder.vit.forward_features(images[:, 0]), encoder.vit.forward_features(images[:, 1])
+        expected = encoder.view_proj(torch.cat([front, side], dim=-1))
+        torch.testing.assert_close(encoder(images), expected, atol=1e-5, rtol=1e-5)
+        assert model.encode_image(images).shape == (3, model.config.embed_dim)
+    with pytest.raises(InputError, match="views: all expects"):
+        encoder(images[:, 0])
+
+
+def test_a_study_dataset_with_views_gives_each_study_its_views(tmp_path):
+    from PIL import Image
+
+    from kg.manifest import ManifestRecord
+    from pipelines.data.datasets import ImageReportDataset
+
+    for name, shade in (("a.png", 0), ("b.png", 128), ("c.png", 255)):
+        Image.new("L", (16, 16), shade).save(tmp_path / name)
+    records = [ManifestRecord("two", ["a.png", "b.png"], "r", [None] * 14, "train"),
+               ManifestRecord("one", ["c.png"], "r", [None] * 14, "train"),
+               ManifestRecord("three", ["a.png", "b.png", "c.png"], "r", [None] * 14, "train")]
+    write_manifest(records, tmp_path / "manifest.jsonl")
+    dataset = ImageReportDataset(tmp_path / "manifest.jsonl", "train", image_size=8, views_per_item=2)
+    assert len(dataset) == 3 and all(dataset[i]["image"].shape == (2, 1, 8, 8) for i in range(3))
+    assert dataset[0]["image"][0].max() == 0 and dataset[0]["image"][1].min() > 0.4  # a, then b
+    assert (dataset[1]["image"] == 1).all()  # the one view, repeated
+    assert dataset[2]["image"][1].max() < 0.6  # the first two of three views
+
+
+@pytest.mark.timeout(240)
+def test_views_all_pretrains_and_finetunes_generation_on_two_view_studies(pretrained, tmp_path):
+    source = pretrained / "data" / "manifest.jsonl"
+    records = list(read_manifest(source))
+    paths = [str((source.parent / r.images[0]).resolve()) for r in records]
+    two_views = [replace(r, image=[paths[i], paths[(i + 1) % len(paths)]]) for i, r in enumerate(records)]
+    (tmp_path / "iu").mkdir()
+    write_manifest(two_views, tmp_path / "iu" / "manifest.jsonl")
+    run_dir = tmp_path / "pretrain"
+    assert main(["pretrain", "--out", str(run_dir), "--no-progress", "--data", str(tmp_path / "iu" / "manifest.jsonl"),
+                 "--set", "model.image_size=32", "--set", "model.knowledge=gk", "--set", "model.views=all",
+                 "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "eval.batch_size=8"]) == 0
+    finetuned = tmp_path / "generation"
+    assert main(["finetune", "--task", "generation", "--from", str(run_dir), "--out", str(finetuned), *TINY,
+                 "--set", "eval.max_length=6", "--set", "eval.num_beams=1", "--set", "eval.meteor=nltk"]) == 0
+    saved = json.loads((finetuned / "model" / "config.json").read_text())["motor_config"]
+    assert (saved["views"], saved["num_views"]) == ("all", 2)
+    assert json.loads((finetuned / "metrics.json").read_text())["test"]["greedy"]["BLEU-1"] >= 0

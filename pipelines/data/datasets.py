@@ -68,6 +68,10 @@ class ImageReportDataset(Dataset):
         augment: training augmentation (:class:`~pipelines.data.transforms.AugmentConfig`), or ``None``.
         all_views: a study with several images yields one item per image (as R2Gen trains on
             MIMIC-CXR); by default only its first image is used.
+        views_per_item: a study yields one item whose ``image`` is ``(views_per_item, in_chans,
+            image_size, image_size)``: its first ``views_per_item`` images, the last one repeated
+            when it has fewer (a model with ``views: all``, as the reference code reads IU-Xray's
+            two views); ``None`` (default): one ``(in_chans, H, W)`` image.
     """
 
     def __init__(
@@ -79,17 +83,32 @@ class ImageReportDataset(Dataset):
         missing: str = "error",
         augment: AugmentConfig | None = None,
         all_views: bool = False,
+        views_per_item: int | None = None,
     ) -> None:
         _check_args(split, missing)
+        if all_views and views_per_item is not None:
+            raise ValueError("all_views (one item per image) and views_per_item (one item per study) exclude each other")
         self.manifest_path = Path(manifest_path)
         root = self.manifest_path.resolve().parent
         schema = label_schema()
         self.num_labels, self.num_gk = len(schema.chexpert), len(schema.gk_findings)
         self.transform = build_transform(image_size, in_chans, augment)
-        self.items: list[tuple[ManifestRecord, Path]] = []
+        self.views_per_item = views_per_item
+        self.items: list[tuple[ManifestRecord, Path | list[Path]]] = []
         self.skipped = 0
         for record in read_manifest(self.manifest_path):
             if split is not None and record.split != split:
+                continue
+            if views_per_item is not None:
+                paths = [root / image for image in record.images[:views_per_item]]
+                absent = [path for path in paths if not path.is_file()]
+                if not absent:
+                    self.items.append((record, paths + paths[-1:] * (views_per_item - len(paths))))
+                elif missing == "skip":
+                    self.skipped += 1
+                else:
+                    raise InputError(f"image not found: {absent[0]}", file=self.manifest_path,
+                                     record=f"study {record.study_id}", field="image")
                 continue
             images = record.images if all_views else record.images[:1]
             for image in images:
@@ -107,9 +126,8 @@ class ImageReportDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, path = self.items[index]
-        image = load_image(path, manifest=self.manifest_path, record=f"study {record.study_id}")
         return {
-            "image": self.transform(image),
+            "image": self._image(path, f"study {record.study_id}"),
             "report": record.report,
             "labels": label_tensor(record.labels, self.num_labels),
             "gk_labels": label_tensor(record.gk_labels, self.num_gk),
@@ -118,11 +136,18 @@ class ImageReportDataset(Dataset):
         }
 
 
+    def _image(self, path: Path | list[Path], record: str) -> torch.Tensor:
+        if isinstance(path, list):  # several views: (V, C, H, W)
+            return torch.stack([self.transform(load_image(p, manifest=self.manifest_path, record=record)) for p in path])
+        return self.transform(load_image(path, manifest=self.manifest_path, record=record))
+
+
 class VQADataset(Dataset):
     """Questions of a VQA manifest as ``{"image", "question", "answer", "answer_type", "index", "qid"}``.
 
     ``image`` is as in :class:`ImageReportDataset`; ``answer_type`` is ``"closed"`` or ``"open"``.
-    Arguments are those of :class:`ImageReportDataset` (without ``all_views``).
+    Arguments are those of :class:`ImageReportDataset` (without ``all_views``); with
+    ``views_per_item`` the question's one image is repeated as every view.
     """
 
     def __init__(
@@ -133,8 +158,10 @@ class VQADataset(Dataset):
         in_chans: int = 1,
         missing: str = "error",
         augment: AugmentConfig | None = None,
+        views_per_item: int | None = None,
     ) -> None:
         _check_args(split, missing)
+        self.views_per_item = views_per_item
         self.manifest_path = Path(vqa_manifest_path)
         root = self.manifest_path.resolve().parent
         self.transform = build_transform(image_size, in_chans, augment)
@@ -157,9 +184,11 @@ class VQADataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, path = self.items[index]
-        image = load_image(path, manifest=self.manifest_path, record=f"question {record.qid}")
+        image = self.transform(load_image(path, manifest=self.manifest_path, record=f"question {record.qid}"))
+        if self.views_per_item is not None:
+            image = image.unsqueeze(0).expand(self.views_per_item, *image.shape).contiguous()
         return {
-            "image": self.transform(image),
+            "image": image,
             "question": record.question,
             "answer": record.answer,
             "answer_type": record.answer_type,
