@@ -75,6 +75,8 @@ class MotorConfig:
         gk_intermediate: GK encoder feed-forward width (``None``: 4 · text_width).
         gk_image_layers / sk_image_layers: the cross-encoder depth, cross-attention + feed-forward
             blocks of E_{gk→v} / E_{sk→v} (each followed by a final LayerNorm; the reference has 2).
+        cross_final_norm: end E_{gk→v} and E_{sk→v} with a LayerNorm (the reference's shape);
+            models saved before it existed load with ``false``.
         knowledge_heads: heads of those cross-attention blocks (divides vision_width).
         knowledge_intermediate: their feed-forward width (``None``: 4 · vision_width).
         sk_layers: depth of the SK encoder E_sk (a BERT stack of text_width).
@@ -138,6 +140,7 @@ class MotorConfig:
     gk_intermediate: int | None = None
     gk_image_layers: int = 1
     sk_image_layers: int = 1
+    cross_final_norm: bool = True
     knowledge_heads: int = 12
     knowledge_intermediate: int | None = None
     sk_layers: int = 4
@@ -210,6 +213,8 @@ class MotorConfig:
                 raise InputError(f"needs 1 or in_chans ({self.in_chans}) values; got {len(values)}", field=name)
         if any(v <= 0 for v in self.image_std):
             raise InputError("standard deviations must be positive", field="image_std")
+        if not isinstance(self.cross_final_norm, bool):
+            raise InputError(f"must be true or false; got {self.cross_final_norm!r}", field="cross_final_norm")
         if not isinstance(self.momentum_knowledge, bool):
             raise InputError(f"must be true or false; got {self.momentum_knowledge!r}", field="momentum_knowledge")
         for name in ("momentum", "alpha", "dropout", "drop_path_rate"):

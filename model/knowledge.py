@@ -102,8 +102,8 @@ class CrossAttentionBlock(nn.Module):
 class KnowledgeImageEncoder(nn.Module):
     """Image tokens (queries) attend to knowledge tokens (keys/values) through cross-attention blocks.
 
-    ``layers`` pre-norm blocks (cross-attention + feed-forward, each ``intermediate`` wide) and a
-    final LayerNorm, the shape of the reference code's ``Decoder`` (2 blocks there): pre-norm
+    ``layers`` pre-norm blocks (cross-attention + feed-forward, each ``intermediate`` wide) and
+    (``final_norm``) a final LayerNorm, the shape of the reference code's ``Decoder`` (2 blocks there): pre-norm
     residual streams grow with depth, and the norm hands the next stage (ITC projection, E_{v→t}
     cross-attention) tokens of the scale the ViT's own final norm gives.
 
@@ -113,13 +113,15 @@ class KnowledgeImageEncoder(nn.Module):
     """
 
     def __init__(
-        self, width: int, kv_width: int, layers: int, heads: int, dropout: float, intermediate: int | None = None
+        self, width: int, kv_width: int, layers: int, heads: int, dropout: float, intermediate: int | None = None,
+        final_norm: bool = True,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             CrossAttentionBlock(width, kv_width, heads, dropout, intermediate) for _ in range(layers)
         )
-        self.norm = nn.LayerNorm(width)
+        # Models saved before the final norm existed load without it (``cross_final_norm: false``).
+        self.norm = nn.LayerNorm(width) if final_norm else nn.Identity()
 
     def forward(
         self,
@@ -150,9 +152,10 @@ class SKImageEncoder(KnowledgeImageEncoder):
     """
 
     def __init__(
-        self, width: int, kv_width: int, layers: int, heads: int, dropout: float, intermediate: int | None = None
+        self, width: int, kv_width: int, layers: int, heads: int, dropout: float, intermediate: int | None = None,
+        final_norm: bool = True,
     ) -> None:
-        super().__init__(width, kv_width, layers, heads, dropout, intermediate)
+        super().__init__(width, kv_width, layers, heads, dropout, intermediate, final_norm)
         self.null_knowledge = nn.Parameter(torch.zeros(1, 1, kv_width))
         nn.init.normal_(self.null_knowledge, std=0.02)
 

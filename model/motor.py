@@ -119,7 +119,7 @@ class MotorModel(nn.Module):
             )
             self.gk_image_encoder = GKImageEncoder(
                 config.vision_width, config.text_width, config.gk_image_layers, config.knowledge_heads, config.dropout,
-                config.knowledge_intermediate,
+                config.knowledge_intermediate, config.cross_final_norm,
             )
             self._node_token_ids = tokenizer(graph.node_words(), add_special_tokens=False)["input_ids"]
         if config.uses_sk:
@@ -127,7 +127,7 @@ class MotorModel(nn.Module):
             self.sk_encoder = SKEncoder(build_text_encoder(sk_cfg), config.sk_fusion)
             self.sk_image_encoder = SKImageEncoder(
                 config.vision_width, config.text_width, config.sk_image_layers, config.knowledge_heads, config.dropout,
-                config.knowledge_intermediate,
+                config.knowledge_intermediate, config.cross_final_norm,
             )
         self.vision_proj = nn.Linear(config.vision_width, config.embed_dim)
         self.text_encoder = build_text_encoder(text_cfg)

@@ -9,6 +9,7 @@ once and restore the sharing on load. Nothing is unpickled.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -90,6 +91,10 @@ def read_config(directory: str | os.PathLike) -> MotorConfig:
     if isinstance(stored, dict) and "momentum_knowledge" not in stored:
         # Saved before the field existed, when every knowledge module had a momentum copy.
         stored = {**stored, "momentum_knowledge": True}
+    known = {f.name for f in dataclasses.fields(config_class)}
+    if isinstance(stored, dict) and "cross_final_norm" in known and "cross_final_norm" not in stored:
+        # Saved before the field existed, when the knowledge-image encoders had no final norm.
+        stored = {**stored, "cross_final_norm": False}
     return config_class.from_dict(stored, source=path)
 
 

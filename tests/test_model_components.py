@@ -532,3 +532,20 @@ def test_without_knowledge_is_plain_blip_with_the_same_encoders(tokenizer):
         torch.testing.assert_close(plain.encode_image(batch["image"]), expected)
         assert torch.equal(plain.encode_text(batch["input_ids"], batch["attention_mask"]),
                            model.encode_text(batch["input_ids"], batch["attention_mask"]))
+
+
+def test_a_model_saved_before_the_cross_encoders_final_norm_existed_loads_without_it(tmp_path, tokenizer):
+    import json
+
+    from model import MotorModel
+
+    model = build_model(tiny_config("gk+sk", cross_final_norm=False), tokenizer)
+    assert "gk_image_encoder.norm.weight" not in model.state_dict()
+    model.save_pretrained(tmp_path / "saved")
+    config_file = tmp_path / "saved" / "config.json"
+    document = json.loads(config_file.read_text())
+    del document["motor_config"]["cross_final_norm"]
+    config_file.write_text(json.dumps(document))
+    loaded = MotorModel.from_pretrained(tmp_path / "saved")
+    assert loaded.config.cross_final_norm is False
+    assert "gk_image_encoder.norm.weight" in build_model(tiny_config("gk"), tokenizer).state_dict()
