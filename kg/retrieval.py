@@ -227,7 +227,8 @@ def _pack(phrases: Sequence[str], max_tokens: int, tokenizer: Any) -> str:
 def _sk_sentence(
     ordered_triplets: Iterable[list[tuple[Triplet, int]]], max_tokens: int, tokenizer: Any, order: str
 ) -> str:
-    """SK sentence from per-report ``(triplet, store frequency)`` lists in report order (see ``KnowledgeBase.sk_sentence``)."""
+    """SK sentence from per-report ``(triplet, store frequency)`` lists in report order
+    (see ``KnowledgeBase.sk_sentence``)."""
     everything = [pair for report_triplets in ordered_triplets for pair in report_triplets]
     return _pack(ordered_phrases(everything, order), max_tokens, tokenizer)
 

@@ -159,7 +159,8 @@ class QuestionTypeVQAHead(nn.Module):
         question = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
         tokens = enhanced_image_tokens(self.towers, images, self.report_queue, self.top_k)
         grounded = grounded_text_features(self.text_encoder, self.enc_token_id, input_ids, attention_mask, tokens)
-        return self.classifier["question_type"](question), self.classifier["closed"](grounded), self.classifier["open"](grounded)
+        heads = self.classifier
+        return heads["question_type"](question), heads["closed"](grounded), heads["open"](grounded)
 
     def logits(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, num_closed + num_open) answer scores; the type not predicted is -inf, so the argmax

@@ -213,7 +213,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         _check_choice(self.task, TASKS, "task")
         if not isinstance(self.knowledge_at_finetune, bool):
-            raise InputError(f"must be true or false; got {self.knowledge_at_finetune!r}", field="knowledge_at_finetune")
+            raise InputError(f"must be true or false; got {self.knowledge_at_finetune!r}",
+                             field="knowledge_at_finetune")
         _check_choice(self.vqa_head, ("single", "question_type"), "vqa_head")
         _check_common(self.train, self.optim, self.data)
         _check_eval(self.eval)

@@ -519,7 +519,7 @@ def test_unknown_sk_order_is_refused_naming_the_field():
 
 
 def test_without_knowledge_is_plain_blip_with_the_same_encoders(tokenizer):
-    from model.motor import project_image, project_text, without_knowledge
+    from model.motor import project_image, without_knowledge
 
     model = build_model(tiny_config("full"), tokenizer).eval()
     plain = without_knowledge(model).eval()

@@ -12,8 +12,8 @@ studies {id, image_path, report, triplet, label_index}; build information goes t
 <OUT stem>.meta.json.
 
 Studies (split, images, report, labels) come from a motor manifest or an R2Gen annotation.json;
-triplets from STORE (the study's report, in --sk-order: as the report states them by default); labels from the manifest when
-it has them, else from the report text (kg.label).
+triplets from STORE (the study's report, in --sk-order: as the report states them by default);
+labels from the manifest when it has them, else from the report text (kg.label).
 
 examples:
   kg export-motor mimic.duckdb --annotation mimic/annotation.json --out motor_knowledge.json

@@ -87,7 +87,8 @@ class ImageReportDataset(Dataset):
     ) -> None:
         _check_args(split, missing)
         if all_views and views_per_item is not None:
-            raise ValueError("all_views (one item per image) and views_per_item (one item per study) exclude each other")
+            raise ValueError("all_views (one item per image) and views_per_item (one item per study) "
+                             "exclude each other")
         self.manifest_path = Path(manifest_path)
         root = self.manifest_path.resolve().parent
         schema = label_schema()
@@ -138,7 +139,8 @@ class ImageReportDataset(Dataset):
 
     def _image(self, path: Path | list[Path], record: str) -> torch.Tensor:
         if isinstance(path, list):  # several views: (V, C, H, W)
-            return torch.stack([self.transform(load_image(p, manifest=self.manifest_path, record=record)) for p in path])
+            return torch.stack([self.transform(load_image(p, manifest=self.manifest_path, record=record))
+                                for p in path])
         return self.transform(load_image(path, manifest=self.manifest_path, record=record))
 
 

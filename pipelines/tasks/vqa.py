@@ -197,8 +197,8 @@ class VQATask(Task):
         from pipelines.data.datasets import VQADataset
 
         cfg = self.motor.config
-        return VQADataset(self.vqa_manifest, split, image_size=cfg.image_size, in_chans=cfg.in_chans, missing=self.missing,
-                          views_per_item=getattr(cfg, "views_per_study", None))
+        return VQADataset(self.vqa_manifest, split, image_size=cfg.image_size, in_chans=cfg.in_chans,
+                          missing=self.missing, views_per_item=getattr(cfg, "views_per_study", None))
 
     def evaluate(self, dataset: Dataset) -> dict[str, Any]:
         from pipelines.evaluate import vqa_evaluation
