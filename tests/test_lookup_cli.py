@@ -99,3 +99,13 @@ def test_bundled_sample_store_smoke(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["lookup", str(store), "--text", "pleural effusion", "--json"]) == 0
     [document] = json.loads(capsys.readouterr().out)
     assert len(document["hits"]) == 3
+
+
+def test_lookup_sk_order(toy_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["index", str(toy_store)])
+    capsys.readouterr()
+    argv = ["lookup", str(toy_store), "--text", "displaced rib fracture", "-k", "1", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)[0]["sk_sentence"] == "fracture located at rib; lungs modify clear"
+    assert main([*argv, "--sk-order", "frequent_first"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["sk_sentence"] == "lungs modify clear; fracture located at rib"
