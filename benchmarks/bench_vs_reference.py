@@ -39,6 +39,7 @@ Prints each arm's median ms per step and the per-round speed ratios (reference t
 time; median and interquartile range)::
 
     python benchmarks/bench_vs_reference.py --reference-dir /tmp/motor_ref [--steps 60] [--batch 8] [--threads 1]
+        [--text-len 64] [--queue-size 256] [--profile 10]
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-len", type=int, default=None,
                         help="report tokens, padding included, both sides (default: the preset's max_text_len)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="afterwards, profile STEPS steps of reference+plain and motor-kg+fused (top ops by self CPU)")
     args = parser.parse_args(argv)
     if args.batch < 2 or args.queue_size % args.batch:
         parser.error(f"--batch must be at least 2 and divide --queue-size ({args.queue_size}); got {args.batch}")
@@ -516,7 +519,21 @@ def main(argv: list[str] | None = None) -> int:
         ratios = sorted(s / f for s, f in zip(times[slow], times[fast]))
         low, _, high = statistics.quantiles(ratios, n=4)
         print(f"  {label:50s} {statistics.median(ratios):5.2f}x ({low:.2f}-{high:.2f})")
+    if args.profile:
+        for name in ("reference+plain", "motor-kg+fused"):
+            print(f"\n{name}: {args.profile} steps under torch.profiler, top ops by self CPU time")
+            print(profile_table(arms[name], args.profile))
     return 0
+
+
+def profile_table(step: Callable[[], None], steps: int, rows: int = 12) -> str:
+    """torch.profiler's table of the ``rows`` ops with the most self CPU time over ``steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step()
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 if __name__ == "__main__":
