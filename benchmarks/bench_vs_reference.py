@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="report tokens, padding included, both sides (default: the preset's max_text_len)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                        help="afterwards, profile STEPS steps of reference+plain and motor-kg+fused (top ops by self CPU)")
+                        help="then profile STEPS steps of reference+plain and motor-kg+fused (top ops, self CPU)")
     args = parser.parse_args(argv)
     if args.batch < 2 or args.queue_size % args.batch:
         parser.error(f"--batch must be at least 2 and divide --queue-size ({args.queue_size}); got {args.batch}")
@@ -256,16 +256,26 @@ def _patch_reference(med, vit, gk, sk, tag, pretrain, sizes: Sizes, tokenizer: A
     # feed-forward, 2 layers each) → the tiny preset's.
     def create_vit(_vit, image_size, *_args, **_kwargs):
         return vit.VisionTransformer(
-            img_size=image_size, patch_size=sizes.patch_size, in_chans=sizes.in_chans, embed_dim=sizes.vision_width,
-            depth=sizes.vision_layers, num_heads=sizes.vision_heads,
+            img_size=image_size, patch_size=sizes.patch_size, in_chans=sizes.in_chans,
+            embed_dim=sizes.vision_width, depth=sizes.vision_layers, num_heads=sizes.vision_heads,
         ), sizes.vision_width
 
     pretrain.create_vit = create_vit
     width, heads, feed_forward = sizes.text_width, sizes.knowledge_heads, 4 * sizes.text_width
-    for module, originals in ((pretrain, gk), (sk, gk)):
-        module.MultiHeadedAttention = lambda _h, _d, dropout=sizes.dropout, o=originals: o.MultiHeadedAttention(heads, width, dropout)
-        module.PositionwiseFeedForward = lambda _d, _ff, dropout=sizes.dropout, o=originals: o.PositionwiseFeedForward(width, feed_forward, dropout)
-        module.DecoderLayer = lambda _d, attn, ff, dropout, o=originals: o.DecoderLayer(width, attn, ff, dropout)
+
+    def attention(_heads, _width, dropout=0.1):  # the reference's own default dropout
+        return gk.MultiHeadedAttention(heads, width, dropout)
+
+    def feed_forward_layer(_width, _hidden, dropout=0.1):
+        return gk.PositionwiseFeedForward(width, feed_forward, dropout)
+
+    def decoder_layer(_width, attn, ff, dropout):
+        return gk.DecoderLayer(width, attn, ff, dropout)
+
+    for module in (pretrain, sk):
+        module.MultiHeadedAttention = attention
+        module.PositionwiseFeedForward = feed_forward_layer
+        module.DecoderLayer = decoder_layer
     pretrain.Decoder = lambda layer, _n: gk.Decoder(layer, sizes.gk_image_layers)
     sk.Decoder = lambda layer, _n: gk.Decoder(layer, sizes.sk_image_layers)
     # get_image_knowledge allocates its (B, k, 90, 768) buffer of SK encodings with a literal 768:
