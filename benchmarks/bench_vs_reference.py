@@ -164,13 +164,18 @@ def patched_reference(directory: Path, sizes: Sizes, tokenizer: Any):
     try:
         pretrain = sys.modules.get("models.blip_pretrain")
         if pretrain is None:  # first build: import and patch once (the patches wrap the originals)
-            with warnings_off():
-                med = importlib.import_module("models.med")
-                vit = importlib.import_module("models.vit_blip")
-                gk = importlib.import_module("medical_knowledge.GK_knowledge")
-                sk = importlib.import_module("medical_knowledge.SK_knowledge")
-                tag = importlib.import_module("models.tagencoder")
-                pretrain = importlib.import_module("models.blip_pretrain")
+            try:
+                with warnings_off():
+                    med = importlib.import_module("models.med")
+                    vit = importlib.import_module("models.vit_blip")
+                    gk = importlib.import_module("medical_knowledge.GK_knowledge")
+                    sk = importlib.import_module("medical_knowledge.SK_knowledge")
+                    tag = importlib.import_module("models.tagencoder")
+                    pretrain = importlib.import_module("models.blip_pretrain")
+            except Exception as err:  # noqa: BLE001 - any failure to import the checkout is reported alike
+                raise SystemExit(
+                    f"error: cannot import the reference's models from {directory}: {type(err).__name__}: {err}"
+                ) from None
             _patch_reference(med, vit, gk, sk, tag, pretrain, sizes, tokenizer)
         # The DeiT checkpoint the reference downloads: no weights here (random initialisation,
         # as motor-kg's tiny model), so its load_state_dict(strict=False) loads nothing.

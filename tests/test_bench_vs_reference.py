@@ -56,3 +56,24 @@ def test_batch_that_cannot_fill_the_reference_queue_is_a_usage_error(
         _load_benchmark().parse_args(["--reference-dir", str(tmp_path), "--batch", batch])
     assert exit_info.value.code == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_checkout_that_cannot_be_imported_exits_naming_it_and_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load_benchmark()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "blip_pretrain.py").write_text("")
+    (tmp_path / "models" / "med.py").write_text("import a_module_that_is_not_installed\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        with pytest.raises(SystemExit) as exit_info, bench.patched_reference(tmp_path, None, None):
+            pass
+    finally:
+        for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+            del sys.modules[name]
+    message = str(exit_info.value.code)
+    assert str(tmp_path) in message
+    assert "a_module_that_is_not_installed" in message
