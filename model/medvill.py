@@ -125,7 +125,8 @@ class MedVillModel(nn.Module):
             alpha: accepted for the shared pretraining loop (MOTOR's distillation weight); unused.
 
         Returns:
-            :class:`model.motor.MotorOutput` with ``losses`` keys ``mlm`` and ``irm``.
+            :class:`model.motor.MotorOutput` with ``losses`` keys ``mlm`` and ``irm`` (an objective
+            whose weight is 0 is not computed and has no key).
         """
         del alpha
         cfg = self.config
@@ -142,17 +143,19 @@ class MedVillModel(nn.Module):
         shown = torch.where(matched, torch.arange(images.shape[0], device=device), negatives)
         text_ids, text_mask = text_segment(input_ids[shown], attention_mask[shown], scheme)
 
-        corrupted, mlm_labels = self.masked_tokens(text_ids, text_mask, scheme, generator)
-        output = self.encoder(images, corrupted, text_mask, scheme, generator)
-        if cfg.irm_clean_text:
-            irm_output = self.encoder(images, text_ids, text_mask, scheme, generator)
-        else:
-            irm_output = output
-        losses = {
-            "mlm": self.mlm_loss_of(output, mlm_labels),
-            "irm": self.irm_loss(self.irm_logits(irm_output), matched),
-        }
-        total = cfg.mlm_weight * losses["mlm"] + cfg.irm_weight * losses["irm"]
+        # A switched-off objective (weight 0) adds no work: IRM alone reads the unmasked reports.
+        losses = {}
+        output = None
+        if cfg.mlm_weight > 0:
+            corrupted, mlm_labels = self.masked_tokens(text_ids, text_mask, scheme, generator)
+            output = self.encoder(images, corrupted, text_mask, scheme, generator)
+            losses["mlm"] = self.mlm_loss_of(output, mlm_labels)
+        if cfg.irm_weight > 0:
+            if output is None or cfg.irm_clean_text:
+                output = self.encoder(images, text_ids, text_mask, scheme, generator)
+            losses["irm"] = self.irm_loss(self.irm_logits(output), matched)
+        weights = {"mlm": cfg.mlm_weight, "irm": cfg.irm_weight}
+        total = sum(weights[name] * value for name, value in losses.items())
         return MotorOutput(loss=total, losses=losses)
 
     @torch.no_grad()

@@ -56,7 +56,8 @@ class MedVillConfig:
         irm_clean_text: score IRM in a second pass over the unmasked reports instead of the MLM
             pass (``False``: one pass, as MedViLL's reference code; at tiny sizes the masked words
             keep IRM at chance for far longer, see ``tests/test_medvill.py``).
-        mlm_weight / irm_weight: ``loss = mlm_weight·L_mlm + irm_weight·L_irm``.
+        mlm_weight / irm_weight: ``loss = mlm_weight·L_mlm + irm_weight·L_irm``; a weight of 0 switches
+            its objective off (not computed; retrieval finetuning sets ``mlm_weight: 0``).
 
     Labels (IRM negatives, diagnosis):
         labels_file: CheXpert label prompts YAML (``None``: the shipped ``graphs/labels.yaml``);
@@ -141,6 +142,8 @@ class MedVillConfig:
         for name in ("mlm_weight", "irm_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
+        if self.mlm_weight == 0 and self.irm_weight == 0:
+            raise InputError("MLM and IRM are both switched off; give one a positive weight", field="mlm_weight")
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:

@@ -210,7 +210,8 @@ def _chance_row(retrieval: dict[str, Any]) -> dict[str, float]:
     from pipelines.evaluate import ranked_by
 
     chance = ranked_by(retrieval)["chance"]
-    return {**chance, "mean_R": sum(chance.values()) / len(chance)}
+    recalls = [value for key, value in chance.items() if "_R@" in key]
+    return {**chance, "mean_R": sum(recalls) / len(recalls)}
 
 
 def _summary(retrieval: dict[str, Any]) -> str:

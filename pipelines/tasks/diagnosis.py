@@ -20,7 +20,10 @@ class DiagnosisTask(Task):
 
         super().__init__(*args, **kwargs)
         self.names = [c.name for c in load_chexpert_classes(self.motor.config.labels_file)]
-        self.module = DiagnosisHead(self.motor, num_labels=len(self.names)).to(self.device)
+        # A method with its own head (MedViLL: the joint [CLS]) builds it; else E_v's [CLS].
+        build = getattr(self.motor, "diagnosis_head", None)
+        head = build(len(self.names)) if build else DiagnosisHead(self.motor, num_labels=len(self.names))
+        self.module = head.to(self.device)
 
     def evaluate(self, dataset: Dataset) -> dict[str, Any]:
         from pipelines.evaluate import diagnosis_evaluation
