@@ -21,7 +21,9 @@ writes them), one finetuning run per row and task (``OUT/finetune/<row>-<task>/`
   ``motor report OUT_s0 OUT_s1 ...`` pools runs that differ only by seed into mean ± std.
 
 A run whose directory already holds the results of the same configuration is not re-trained, so
-an interrupted comparison continues where it stopped.
+an interrupted comparison continues where it stopped. A task that fails for one row (a method
+without that task) does not lose the other rows: its cells read ``–``, ``methods.md`` lists the
+error, ``metrics.json`` records it under ``failures`` and ``motor ablate`` exits with status 1.
 """
 from __future__ import annotations
 
@@ -302,8 +304,8 @@ def plot_methods(table: dict[str, dict[str, Any]], reference: dict[str, dict[str
         axis.set_visible(False)
     handles = {label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels())}
     if handles:
-        figure.legend(handles.values(), handles.keys(), loc="upper right", fontsize="small")
-    figure.tight_layout()
+        figure.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles), fontsize="small")
+    figure.tight_layout(rect=(0, 0, 1, 0.96))  # room for the legend above the charts
     try:
         write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110), suffix=".png")
     finally:
