@@ -1,9 +1,9 @@
 """Knowledge ablation (the paper's Table 1): the same pretraining under each knowledge switch.
 
 Every variant uses the same data, seed, tokenizer vocabulary and step budget; only
-``model.knowledge`` differs, or, for a method variant (``m3ae:mlm``, ``arl:rk``, ...;
-:data:`model.variants.METHOD_VARIANTS`), the method and its ``coattention`` switches, so MOTOR,
-M3AE and ARL rows come side by side. Rows of methods without ITC are ranked by ITM. Each is scored by zero-shot image-report retrieval on the test split.
+``model.knowledge`` differs, or, for a method variant (``m3ae:mlm``, ``arl:rk``, ``medvill:s2s``, ...;
+:data:`model.variants.METHOD_VARIANTS`), the method and its switches (``coattention``, MedViLL's ``attention_mask``), so MOTOR,
+M3AE, ARL and MedViLL rows come side by side (``motor ablate --methods``, :mod:`pipelines.compare_methods`, also finetunes them). Rows of methods without ITC are ranked by ITM. Each is scored by zero-shot image-report retrieval on the test split.
 The output directory holds one pretraining run per variant (``OUT/<variant>/``), ``ablation.md``
 (a markdown table laid out as Table 1: variants with GK / SK / MLC check marks, report and image
 retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over the test studies and,

@@ -19,7 +19,9 @@ Finetune a pretrained MOTOR on one downstream task, then evaluate it on the test
   motor finetune --task vqa --from runs/pretrain/model --data DATA/manifest.jsonl --set train.epochs=10
 
 --from takes a pretraining run directory (its model/ and the manifest it trained on) or a saved model
-directory. The run directory receives the run bundle, metrics.json, metrics.md and model/ (+ head
+directory of any method (motor, m3ae, arl, medvill). Without --config the task's shipped config is
+used: pipelines/configs/finetune_<task>_<method>.yaml when the method has its own, else
+finetune_<task>.yaml. The run directory receives the run bundle, metrics.json, metrics.md and model/ (+ head
 files for diagnosis and VQA, read back by `motor evaluate`).
 """
 
