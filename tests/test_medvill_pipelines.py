@@ -209,3 +209,31 @@ def test_a_switched_off_objective_is_not_computed(tokenizer, monkeypatch):
     assert set(_model(tokenizer, irm_weight=0.0).train()(_batch(tokenizer)).losses) == {"mlm"}
     with pytest.raises(InputError, match="both switched off"):
         MedVillConfig.preset("tiny").replace(mlm_weight=0.0, irm_weight=0.0)
+
+
+@pytest.mark.slow
+def test_s2s_finetuning_then_decoding_writes_each_images_own_report(tokenizer):
+    # Four images told apart by a bright quadrant, each with its own report: after MLM under S2S
+    # (the generation objective), left-to-right decoding from the image writes that report.
+    torch.manual_seed(0)
+    model = MedVillModel(MedVillConfig.preset("tiny").replace(dropout=0.0, num_visual_tokens=4), tokenizer)
+    samples = make_samples(4)
+    for i, sample in enumerate(samples):
+        image = torch.full((3, 64, 64), 0.1)
+        row, col = divmod(i, 2)
+        image[:, row * 32 : row * 32 + 32, col * 32 : col * 32 + 32] = 0.9
+        sample["image"] = image
+    batch = MotorCollator(tokenizer, max_len=40)(samples)
+    generator = model.report_generator().train()
+    optimiser = torch.optim.AdamW(generator.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(300):
+        loss = generator(batch).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    written = model.eval().generate(batch["image"], max_length=30)
+
+    def words(text: str) -> str:
+        return " ".join(text.replace(" .", ".").split())
+
+    assert [words(text) for text in written] == [words(s["report"]) for s in samples]
