@@ -27,8 +27,8 @@ any --variants, finetunes and evaluates every row on the same --tasks, and write
 OUT/methods.csv and OUT/methods.png (one row per method or variant, chance and baselines beside):
 
   motor ablate --methods motor m3ae arl medvill --out runs/methods
-  motor ablate --methods motor medvill --variants medvill:s2s --tasks diagnosis vqa \
-      --finetune-set train.epochs=1 --out runs/methods-short
+  motor ablate --methods motor medvill --variants medvill:s2s --tasks diagnosis vqa --out runs/short
+  motor ablate --methods motor m3ae arl medvill --finetune-set train.epochs=1 --out runs/methods-short
 
 Budget: with the tiny config (20 epochs of 30 steps on 600 synthetic studies at 64 px) a variant
 takes about 2 to 3.5 minutes on a 2-core CPU, all five about 13 minutes. Shorter budgets
