@@ -14,7 +14,8 @@ One step, top to bottom as :meth:`MedVillModel.forward` runs it:
 
 As in MedViLL's reference code, MLM is computed on every pair shown, matched or not, and IRM reads
 the same (masked) pass; ``irm_clean_text`` scores IRM in a second pass over the unmasked reports.
-Total loss: ``mlm_weight·L_mlm + irm_weight·L_irm``.
+Total loss: ``mlm_weight·L_mlm + irm_weight·L_irm``; an objective of weight 0 is not computed (IRM
+alone then reads the unmasked reports, as retrieval finetuning does).
 
 Downstream (:mod:`model.medvill_heads`): diagnosis and VQA classify the joint [CLS], retrieval
 ranks every image-report pair by its IRM match probability (:meth:`MedVillModel.match_matrix`),
@@ -32,11 +33,10 @@ from torch import nn
 
 from kg.errors import InputError
 from model.attention_masks import sample_mask_scheme
-from model.losses import IGNORE_INDEX
 from model.irm import ImageReportMatchingHead, ImageReportMatchingLoss, draw_matched, sample_irm_negatives
-from model.medvill_config import MedVillConfig
-from model.losses import MaskedLanguageModelingLoss
+from model.losses import IGNORE_INDEX, MaskedLanguageModelingLoss
 from model.masking import TokenMasker
+from model.medvill_config import MedVillConfig
 from model.motor import MotorOutput
 from model.pretrained import load_saved_weights, read_config, save_pretrained
 from model.pretraining_heads import MaskedLanguageModelingHead
