@@ -131,3 +131,20 @@ def test_four_method_table_on_the_embedded_data_then_reused_and_pooled(tmp_path,
     # `motor report` reads the comparison's bundle like any run's.
     assert main(["report", str(out), "--metrics", "medvill.zs_i2t_MRR", "motor.zs_i2t_MRR"]) == 0
     assert "medvill.zs_i2t_MRR" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_medvill_mask_study_pretrains_every_scheme(tmp_path):
+    out = tmp_path / "masks"
+    variants = ["medvill:bi", "medvill:s2s", "medvill:bar", "medvill:bi+s2s", "medvill:non_crossing"]
+    assert main(["ablate", "--variants", *variants, "--out", str(out), "--no-progress",
+                 "--set", "data.synthetic_n=24", "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+                 "--set", "eval.batch_size=8", "--set", "train.validate=false"]) == 0
+    table = (out / "ablation.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in table[2:8]] == [f"| {v} (ITM)" for v in variants] + ["| chance"]
+    for variant in variants:
+        run = out / variant.replace("+", "_").replace(":", "_")
+        config = json.loads((run / "model" / "config.json").read_text())
+        assert config["method"] == "medvill" and config["motor_config"]["attention_mask"] == variant.split(":")[1]
+        assert json.loads((run / "metrics.json").read_text())["training"]["steps"] == 2
