@@ -20,7 +20,7 @@ import time
 import torch
 
 from model.medvill_config import MedVillConfig
-from model.mlm import MaskedLMHead
+from model.pretraining_heads import MaskedLanguageModelingHead
 from model.single_stream import SingleStreamEncoder
 from model.single_stream_generation import BANNED_TOKENS, greedy_decode
 
@@ -29,7 +29,7 @@ TOKEN_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4, "enc": 5, "dec":
 
 
 @torch.no_grad()
-def decode_without_cache(encoder: SingleStreamEncoder, head: MaskedLMHead, images: torch.Tensor,
+def decode_without_cache(encoder: SingleStreamEncoder, head: MaskedLanguageModelingHead, images: torch.Tensor,
                          length: int) -> list[list[int]]:
     """Greedy decoding that re-encodes the image and every word at each step (no [SEP] stop)."""
     words = torch.empty(images.shape[0], 0, dtype=torch.long)
@@ -52,7 +52,7 @@ def run(width: int, layers: int, length: int, batch: int, visual_tokens: int) ->
     )
     torch.manual_seed(0)
     encoder = SingleStreamEncoder(config, VOCAB, TOKEN_IDS["cls"], TOKEN_IDS["sep"]).eval()
-    head = MaskedLMHead(encoder.embeddings.word_embeddings).eval()
+    head = MaskedLanguageModelingHead(config.text_width, encoder.embeddings.word_embeddings).eval()
     images = torch.randn(batch, 3, 128, 128)
     # [SEP] is never allowed before ``length`` words, so both ways write exactly ``length`` words.
     start = time.process_time()

@@ -1,10 +1,12 @@
-"""Pretraining-step throughput and peak memory of M3AE and ARL, per part-switch variant.
+"""Pretraining-step throughput and peak memory of M3AE, ARL and MedViLL, per variant.
 
-The co-attention counterpart of ``bench_step.py``'s MOTOR table: for each variant of
+The counterpart of ``bench_step.py``'s MOTOR table for the other methods: for each variant of
 ``model.variants.METHOD_VARIANTS`` (``m3ae:mlm``, ``m3ae:mim``, ``m3ae:full``, ``arl:none``,
-``arl:ak``, ``arl:rk``, ``arl:lk``, ``arl:full``) a fresh process builds the method's preset
-model, runs ``--warmup`` untimed steps and ``--steps`` timed steps of forward (ITM on the unmasked
-pass, then the masked MLM / MIM pass, plus AK / RK / LK where on), backward and an AdamW update on
+``arl:ak``, ``arl:rk``, ``arl:lk``, ``arl:full``, ``medvill:bi``, ``medvill:s2s``, ``medvill:bar``,
+``medvill:bi+s2s``, ``medvill:non_crossing``) a fresh process builds the method's preset model,
+runs ``--warmup`` untimed steps and ``--steps`` timed steps of forward (M3AE / ARL: ITM on the
+unmasked pass, then the masked MLM / MIM pass, plus AK / RK / LK where on; MedViLL: one pass of
+the joint encoder under the variant's mask with MLM and IRM), backward and an AdamW update on
 one synthetic batch; steps/s is the reciprocal of the median step time (CPU time of the process on
 CPU, so use ``--threads 1`` there; wall time on CUDA). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set size on CPU (with
@@ -16,6 +18,7 @@ Usage::
 
     python benchmarks/bench_methods_step.py                         # tiny presets on CPU
     python benchmarks/bench_methods_step.py --variants m3ae:full arl:full --steps 10 --threads 1
+    python benchmarks/bench_methods_step.py --variants medvill:bar medvill:s2s --threads 1
     python benchmarks/bench_methods_step.py --device cuda --preset base --batch-size 32
 """
 from __future__ import annotations
@@ -61,7 +64,11 @@ def measure(setting: Setting) -> dict[str, float | str]:
     tokenizer = load_tokenizer(setting.tokenizer_dir)
     switches = method_variant(setting.variant)
     method = get_method(switches.method)
-    config = method.config_class().preset(setting.preset).with_parts(**switches.coattention)
+    config = method.config_class().preset(setting.preset)
+    if switches.coattention:
+        config = config.with_parts(**switches.coattention)
+    if switches.settings:
+        config = config.replace(**switches.settings)
     batch = synthetic_batch(tokenizer, config, setting.batch_size, setting.seed)
     inputs = {}
     if needs_entities(config):

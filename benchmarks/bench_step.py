@@ -32,6 +32,8 @@ The data are synthetic: random images, and reports / SK sentences composed from 
 words (``graphs/chest_gk.yaml``), tokenised by a WordPiece vocabulary trained on them.
 
 The device defaults to CUDA when available, and the preset to ``base`` on CUDA, ``tiny`` on CPU.
+The other methods (M3AE, ARL, MedViLL with each of its mask schemes) have the same training-step
+table in ``bench_methods_step.py``, which reuses this script's batch, timing and memory report.
 
 Usage::
 

@@ -104,10 +104,20 @@ class TokenMasker:
         return torch.where(counts > 0, budget, torch.zeros_like(budget))
 
     def random(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None,
+        also_maskable: torch.Tensor | None = None,
     ) -> MaskedTokens:
-        """BERT masking: k uniformly chosen maskable tokens per report, then 80 / 10 / 10."""
+        """BERT masking: k uniformly chosen maskable tokens per report, then 80 / 10 / 10.
+
+        Args:
+            also_maskable: (B, L) bool, special-token positions that may be chosen too (MedViLL's
+                closing [SEP] under S2S, so that generation learns where a report ends); they
+                count towards n in the count rule. ``generator``: ``None`` draws from torch's
+                global generator.
+        """
         maskable = self.maskable(input_ids, attention_mask)
+        if also_maskable is not None:
+            maskable = maskable | (also_maskable.bool() & attention_mask.bool())
         chosen = _choose(maskable, self.budgets(maskable), generator)
         return self._replace(input_ids, chosen, generator)
 

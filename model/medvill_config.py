@@ -1,20 +1,26 @@
 """The MedViLL model configuration: sizes, visual sampling, mask scheme and objective settings.
 
 A dataclass of its own (MedViLL shares the tokenizer and data with MOTOR but none of its
-encoders), loadable from YAML like :class:`model.config.MotorConfig`.
+encoders), loadable from YAML like :class:`model.config.MotorConfig`. A preset is
+``model/presets/medvill_<name>.yaml`` (``MedVillConfig.preset("tiny")``), so
+``model: {method: medvill, preset: tiny}`` picks MedViLL's own tiny preset.
+
+The shared pipelines read a few settings every method's config answers (``knowledge``,
+``uses_sk``, ``alpha``, ``sk_max_len``): MedViLL has none of MOTOR's knowledge paths, no SK
+sentences and no distillation, so they are fixed class attributes here, not fields.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 from kg.errors import InputError
 from kg.files import read_yaml
 from model.attention_masks import PRETRAIN_SCHEMES
-from model.config import config_from_dict
+from model.config import PRESETS_DIR, UNCERTAIN_POLICIES, UNMENTIONED_POLICIES, config_from_dict
 
 
 @dataclass
@@ -44,14 +50,30 @@ class MedVillConfig:
         attention_mask: one of ``bi | s2s | bar | bi+s2s | non_crossing``
             (:mod:`model.attention_masks`); MedViLL's proposal is ``bar``.
         s2s_probability: chance of the S2S mask in a ``bi+s2s`` mini-batch.
-        mlm_probability: share of text tokens selected for MLM (each then 80 % [MASK], 10 % a
-            random token, 10 % kept).
+        mlm_probability: share of text tokens chosen for MLM, in (0, 1) (each then 80 % [MASK],
+            10 % a random token, 10 % kept; the count rule of :class:`model.masking.TokenMasker`).
         irm_match_probability: share of IRM pairs that match (1 : 1 in the paper).
         irm_clean_text: score IRM in a second pass over the unmasked reports instead of the MLM
             pass (``False``: one pass, as MedViLL's reference code; at tiny sizes the masked words
             keep IRM at chance for far longer, see ``tests/test_medvill.py``).
-        mlm_weight / irm_weight: ``loss = mlm_weight·L_mlm + irm_weight·L_irm``.
+        mlm_weight / irm_weight: ``loss = mlm_weight·L_mlm + irm_weight·L_irm``; a weight of 0 switches
+            its objective off (not computed; retrieval finetuning sets ``mlm_weight: 0``).
+
+    Labels (IRM negatives, diagnosis):
+        labels_file: CheXpert label prompts YAML (``None``: the shipped ``graphs/labels.yaml``);
+            fixes the label vectors IRM compares and the diagnosis classes.
+        uncertain / unmentioned: how the diagnosis head treats uncertain (-1) and unmentioned
+            (NaN) labels, as :class:`model.config.MotorConfig`.
     """
+
+    #: The registered method (:mod:`model.registry`), recorded in a saved model's ``config.json``.
+    method: ClassVar[str] = "medvill"
+    #: What the shared pipelines ask of every method's config: no MOTOR knowledge path, no SK
+    #: sentences (the collator still tokenises an empty one, ``[CLS] [SEP]``), no distillation.
+    knowledge: ClassVar[str] = "none"
+    uses_sk: ClassVar[bool] = False
+    sk_max_len: ClassVar[int] = 3
+    alpha: ClassVar[float] = 0.0
 
     backbone: str = "resnet50"
     backbone_weights: str | None = None
@@ -75,6 +97,9 @@ class MedVillConfig:
     irm_clean_text: bool = False
     mlm_weight: float = 1.0
     irm_weight: float = 1.0
+    labels_file: str | None = None
+    uncertain: str = "ignore"
+    unmentioned: str = "negative"
 
     def __post_init__(self) -> None:
         self.image_mean = _as_floats(self.image_mean, "image_mean")
@@ -85,6 +110,11 @@ class MedVillConfig:
         if self.attention_mask not in PRETRAIN_SCHEMES:
             raise InputError(f"must be one of {', '.join(PRETRAIN_SCHEMES)}; got {self.attention_mask!r}",
                              field="attention_mask")
+        if self.uncertain not in UNCERTAIN_POLICIES:
+            raise InputError(f"must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}", field="uncertain")
+        if self.unmentioned not in UNMENTIONED_POLICIES:
+            raise InputError(f"must be one of {', '.join(UNMENTIONED_POLICIES)}; got {self.unmentioned!r}",
+                             field="unmentioned")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise InputError(f"must name a timm CNN; got {self.backbone!r}", field="backbone")
         for name in ("image_size", "in_chans", "num_visual_tokens", "text_width", "text_layers", "text_heads",
@@ -107,11 +137,13 @@ class MedVillConfig:
         for name in ("dropout", "s2s_probability", "irm_match_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"must lie in [0, 1]; got {getattr(self, name)!r}", field=name)
-        if not 0.0 < self.mlm_probability <= 1.0:
-            raise InputError(f"must lie in (0, 1]; got {self.mlm_probability!r}", field="mlm_probability")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise InputError(f"must lie in (0, 1); got {self.mlm_probability!r}", field="mlm_probability")
         for name in ("mlm_weight", "irm_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
+        if self.mlm_weight == 0 and self.irm_weight == 0:
+            raise InputError("MLM and IRM are both switched off; give one a positive weight", field="mlm_weight")
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +163,19 @@ class MedVillConfig:
     def from_yaml(cls, path: str | Path) -> MedVillConfig:
         """Load a YAML file of MedVillConfig fields (every field optional)."""
         return cls.from_dict(read_yaml(path, missing="model config file not found") or {}, source=path)
+
+    @classmethod
+    def preset(cls, name: str) -> MedVillConfig:
+        """A shipped preset ``model/presets/medvill_<name>.yaml``: ``tiny`` (CPU) or ``base`` (the paper's sizes).
+
+        ``name`` may also be the file's full stem (``medvill_tiny``).
+        """
+        stem = name if name.startswith(f"{cls.method}_") else f"{cls.method}_{name}"
+        path = PRESETS_DIR / f"{stem}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem.split("_", 1)[1] for p in PRESETS_DIR.glob(f"{cls.method}_*.yaml"))
+            raise InputError(f"no {cls.method} preset {name!r}; available: {', '.join(names)}", field="preset")
+        return cls.from_yaml(path)
 
 
 def _as_floats(value: Any, name: str) -> tuple[float, ...]:

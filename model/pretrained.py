@@ -58,7 +58,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra_files:
 
 def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """The model saved in ``directory`` (``save_pretrained``), built by the method it records
-    (:mod:`model.registry`): a ``MotorModel``, ``M3AEModel`` or ``ARLModel``."""
+    (:mod:`model.registry`): a ``MotorModel``, ``M3AEModel``, ``ARLModel`` or ``MedVillModel``."""
     return get_method(read_method(directory)).model_class().from_pretrained(directory, map_location)
 
 
@@ -88,7 +88,9 @@ def read_config(directory: str | os.PathLike) -> MotorConfig:
     document = _read_document(Path(directory))
     config_class = get_method(read_method(directory)).config_class()
     stored = document.get("motor_config")
-    if isinstance(stored, dict) and "momentum_knowledge" not in stored:
+    if isinstance(stored, dict) and "momentum_knowledge" not in stored and "momentum_knowledge" in {
+        f.name for f in dataclasses.fields(config_class)
+    }:
         # Saved before the field existed, when every knowledge module had a momentum copy.
         stored = {**stored, "momentum_knowledge": True}
     known = {f.name for f in dataclasses.fields(config_class)}

@@ -1,4 +1,4 @@
-"""Methods by name: the one place a vision-language method (MOTOR today) is registered.
+"""Methods by name: the one place a vision-language method (MOTOR, M3AE, ARL, MedViLL) is registered.
 
 A method is a name that resolves to its config class, its model class and its presets, the way
 LAVIS registers models and PyKEEN resolves classes by name. A new method is one module (its
@@ -102,3 +102,7 @@ ARL = register_method(
     Method(name="arl", config="model.m3ae_config:ARLConfig", model="model.m3ae:ARLModel", builder="model.m3ae:build_arl")
 )
 
+MEDVILL = register_method(
+    Method(name="medvill", config="model.medvill_config:MedVillConfig", model="model.medvill:MedVillModel",
+           builder="model.medvill:build_medvill")
+)

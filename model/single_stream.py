@@ -370,12 +370,21 @@ class SingleStreamEncoder(nn.Module):
             scheme: a mask of :data:`model.attention_masks.MASK_SCHEMES`.
             generator: source of the training-time visual sampling (``None``: torch's global one).
         """
+        if text_ids.shape[1] > self.config.max_text_len:  # checked before the CNN runs
+            raise InputError(f"text segment of {text_ids.shape[1]} tokens exceeds max_text_len "
+                             f"{self.config.max_text_len}", field="input_ids")
+        return self.encode_embedded(self.embed_visual(images, generator), text_ids, text_mask, scheme)
+
+    def encode_embedded(self, visual: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor,
+                        scheme: str) -> SingleStreamOutput:
+        """:meth:`forward` from an already embedded visual segment (B, V, width) (:meth:`embed_visual`),
+        so that scoring every image against every report embeds each image once."""
         if text_ids.shape != text_mask.shape:
             raise InputError(f"text ids {tuple(text_ids.shape)} and mask {tuple(text_mask.shape)} differ", field="text_mask")
         if text_ids.shape[1] > self.config.max_text_len:
             raise InputError(f"text segment of {text_ids.shape[1]} tokens exceeds max_text_len "
                              f"{self.config.max_text_len}", field="input_ids")
-        x = torch.cat([self.embed_visual(images, generator), self.embeddings.text(text_ids)], dim=1)
+        x = torch.cat([visual, self.embeddings.text(text_ids)], dim=1)
         mask = attention_mask(scheme, self.visual_len, text_mask)
         return SingleStreamOutput(self.run_layers(x, mask), self.visual_len, scheme)
 

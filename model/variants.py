@@ -16,7 +16,7 @@ variant    GK    SK    MLC
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kg.errors import InputError
 
@@ -64,22 +64,25 @@ def knowledge_variant(name: str, field: str = "knowledge") -> KnowledgeVariant:
 
 @dataclass(frozen=True)
 class MethodVariant:
-    """A part-switch variant of a co-attention method, for the ablation (``motor ablate``).
+    """A variant of another method, for the ablation (``motor ablate``).
 
     Attributes:
         name: ``"<method>:<variant>"`` as the command line writes it (``"arl:rk"``).
-        method: the registered method (``m3ae``, ``arl``).
+        method: the registered method (``m3ae``, ``arl``, ``medvill``).
         coattention: the ``model.coattention`` sections it sets (``{"mim": {"enabled": False}}``).
+        settings: flat model-config fields it sets (MedViLL's ``{"attention_mask": "s2s"}``).
     """
 
     name: str
     method: str
     coattention: dict
+    settings: dict = field(default_factory=dict)
 
 
 _ARL_OFF = {"ak": False, "rk": False, "lk": False}
 
-#: M3AE's objective variants and ARL's Table 4 (its knowledge parts one at a time, then all).
+#: M3AE's objective variants, ARL's Table 4 (its knowledge parts one at a time, then all) and
+#: MedViLL's mask schemes (:mod:`model.attention_masks`).
 METHOD_VARIANTS: tuple[MethodVariant, ...] = (
     MethodVariant("m3ae:mlm", "m3ae", {"mlm": {"enabled": True}, "mim": {"enabled": False}}),
     MethodVariant("m3ae:mim", "m3ae", {"mlm": {"enabled": False}, "mim": {"enabled": True}}),
@@ -89,6 +92,9 @@ METHOD_VARIANTS: tuple[MethodVariant, ...] = (
     MethodVariant("arl:rk", "arl", {"knowledge": {**_ARL_OFF, "rk": True}}),
     MethodVariant("arl:lk", "arl", {"knowledge": {**_ARL_OFF, "lk": True}}),
     MethodVariant("arl:full", "arl", {"knowledge": {"ak": True, "rk": True, "lk": True}}),
+    # MedViLL's mask study (its Table 3 / Fig. 4): one self-attention mask scheme each.
+    *(MethodVariant(f"medvill:{mask}", "medvill", {}, {"attention_mask": mask})
+      for mask in ("bi", "s2s", "bar", "bi+s2s", "non_crossing")),
 )
 METHOD_VARIANT_NAMES: tuple[str, ...] = tuple(v.name for v in METHOD_VARIANTS)
 _METHOD_BY_NAME = {v.name: v for v in METHOD_VARIANTS}

@@ -1,9 +1,9 @@
 """Knowledge ablation (the paper's Table 1): the same pretraining under each knowledge switch.
 
 Every variant uses the same data, seed, tokenizer vocabulary and step budget; only
-``model.knowledge`` differs, or, for a method variant (``m3ae:mlm``, ``arl:rk``, ...;
-:data:`model.variants.METHOD_VARIANTS`), the method and its ``coattention`` switches, so MOTOR,
-M3AE and ARL rows come side by side. Rows of methods without ITC are ranked by ITM. Each is scored by zero-shot image-report retrieval on the test split.
+``model.knowledge`` differs, or, for a method variant (``m3ae:mlm``, ``arl:rk``, ``medvill:s2s``, ...;
+:data:`model.variants.METHOD_VARIANTS`), the method and its switches (``coattention``, MedViLL's ``attention_mask``), so MOTOR,
+M3AE, ARL and MedViLL rows come side by side (``motor ablate --methods``, :mod:`pipelines.compare_methods`, also finetunes them). Rows of methods without ITC are ranked by ITM. Each is scored by zero-shot image-report retrieval on the test split.
 The output directory holds one pretraining run per variant (``OUT/<variant>/``), ``ablation.md``
 (a markdown table laid out as Table 1: variants with GK / SK / MLC check marks, report and image
 retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over the test studies and,
@@ -62,14 +62,32 @@ def _variant_config(config: PretrainConfig, variant: str, manifest: Path) -> Pre
     if switches is None:
         model = {**config.model, "knowledge": variant}
     else:
-        # The shared settings (preset, sizes) stay; MOTOR's knowledge switch is not the method's.
-        model = {k: v for k, v in config.model.items() if k not in ("knowledge", "method", "coattention")}
-        model.update(method=switches.method, coattention=switches.coattention)
+        # The shared settings (preset, sizes) the method has stay; MOTOR's knowledge switch is not the method's.
+        model = shared_model_settings(config.model, switches.method)
+        if switches.coattention:
+            model["coattention"] = switches.coattention
+        model.update(switches.settings)
     return dataclasses.replace(
         config,
         model=model,
         data=dataclasses.replace(config.data, manifest=str(manifest)),
     )
+
+
+#: Model settings that select a method's own variant; never carried over from one method to another.
+METHOD_SWITCHES = ("knowledge", "coattention", "attention_mask")
+
+
+def shared_model_settings(model: dict[str, Any], method: str) -> dict[str, Any]:
+    """The ``model`` section for ``method``: ``preset`` and the fields its config class has (sizes,
+    dropout, ...), without the other methods' variant switches (:data:`METHOD_SWITCHES`)."""
+    from model.registry import get_method
+
+    fields = {f.name for f in dataclasses.fields(get_method(method).config_class())}
+    kept = {k: v for k, v in model.items() if k in fields and k not in METHOD_SWITCHES}
+    if "preset" in model:
+        kept["preset"] = model["preset"]
+    return {"method": method, **kept}
 
 
 def _finished(run_dir: Path, config: PretrainConfig) -> dict[str, Any] | None:
@@ -128,7 +146,7 @@ def ablate(
         results[variant] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
     from pipelines.report_significance import ablation_significance, ablation_significance_table
 
-    uncertainty = ablation_significance({variant: out_dir / variant.replace("+", "_") for variant in variants})
+    uncertainty = ablation_significance({variant: out_dir / _directory(variant) for variant in variants})
     table = ablation_table(results) + ablation_significance_table(uncertainty)
     write_text_atomic(out_dir / "ablation.md", table)
     plot_ablation(results, out_dir / "ablation.png", intervals=uncertainty.intervals if uncertainty else None)

@@ -454,6 +454,13 @@ def builtin_config(name: str) -> Path:
     return path
 
 
+def finetune_config_for(task: str, method: str) -> Path:
+    """The shipped finetuning config of ``task`` for a model of ``method``: ``finetune_<task>_<method>.yaml``
+    when the method has its own (its loss weights differ from MOTOR's), else ``finetune_<task>.yaml``."""
+    own = CONFIG_DIR / f"finetune_{task}_{method}.yaml"
+    return own if own.is_file() else builtin_config(f"finetune_{task}")
+
+
 def resolve_model_config(model: dict[str, Any], *, base: Any = None) -> Any:
     """The model config of a ``model`` section, of its method's config class.
 

@@ -145,7 +145,8 @@ def pretrain(
     def forward_kwargs(progress: TrainingProgress, steps_per_epoch: int) -> dict[str, float]:
         return {"alpha": model_config.alpha * min(1.0, progress.step / steps_per_epoch)}
 
-    variant = _parts_summary(model_config) if hasattr(model_config, "parts") else model_config.knowledge
+    variant = _parts_summary(model_config) if hasattr(model_config, "parts") else getattr(
+        model_config, "attention_mask", model_config.knowledge)  # MedViLL: its mask scheme
     say(f"pretraining {method} ({variant}) on {ctx.device} x {ctx.world_size}")
     started = time.perf_counter()
     fitted = fit(
@@ -212,7 +213,8 @@ def _chance_row(retrieval: dict[str, Any]) -> dict[str, float]:
     from pipelines.evaluate import ranked_by
 
     chance = ranked_by(retrieval)["chance"]
-    return {**chance, "mean_R": sum(chance.values()) / len(chance)}
+    recalls = [value for key, value in chance.items() if "_R@" in key]
+    return {**chance, "mean_R": sum(recalls) / len(recalls)}
 
 
 def _summary(retrieval: dict[str, Any]) -> str:

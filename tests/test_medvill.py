@@ -146,17 +146,21 @@ def test_irm_learns_from_random_pairs_when_scored_on_clean_text(tokenizer):
 
 
 # ---------------------------------------------------------------------------- save / load
-def test_state_dict_round_trip_through_safetensors(tmp_path, tokenizer):
-    from safetensors.torch import load_model, save_model
+def test_save_pretrained_round_trip_in_the_shared_format(tmp_path, tokenizer):
+    from model.pretrained import load_pretrained, read_method
 
     model = _build(tokenizer, seed=1).eval()
-    save_model(model, str(tmp_path / "model.safetensors"))
-    loaded = _build(tokenizer, seed=2).eval()
-    load_model(loaded, str(tmp_path / "model.safetensors"), strict=True)
+    model.save_pretrained(tmp_path / "model")
+    assert read_method(tmp_path / "model") == "medvill"
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    loaded = load_pretrained(tmp_path / "model").eval()  # resolved through the method registry
+    assert type(loaded) is MedVillModel
+    assert loaded.config == model.config
     state, loaded_state = model.state_dict(), loaded.state_dict()
     assert state.keys() == loaded_state.keys()
     assert all(torch.equal(state[k], loaded_state[k]) for k in state)
-    assert loaded.mlm_head.decoder.weight is loaded.encoder.embeddings.word_embeddings.weight
+    # The MLM head's output projection stays the word table after loading, not a copy of it.
+    assert loaded.mlm_head.word_embeddings.weight is loaded.encoder.embeddings.word_embeddings.weight
     batch = _batch(tokenizer)
     with torch.no_grad():
         for scheme in ("bar", "non_crossing"):
@@ -165,6 +169,16 @@ def test_state_dict_round_trip_through_safetensors(tmp_path, tokenizer):
                 loaded.irm_scores(batch["image"], batch["input_ids"], batch["attention_mask"], scheme),
             )
     assert model.generate(batch["image"][:2], max_length=6) == loaded.generate(batch["image"][:2], max_length=6)
+
+
+def test_loading_another_methods_directory_as_medvill_is_refused(tmp_path, tokenizer):
+    from model.config import MotorConfig
+    from model.motor import build_model
+
+    motor = build_model(MotorConfig.preset("tiny").replace(knowledge="none"), tokenizer)
+    motor.save_pretrained(tmp_path / "motor")
+    with pytest.raises(InputError, match="not MedViLL"):
+        MedVillModel.from_pretrained(tmp_path / "motor")
 
 
 def test_config_round_trips_through_yaml_and_names_bad_fields(tmp_path):
@@ -253,8 +267,10 @@ def test_generate_writes_strings_within_the_length_limits(tokenizer):
     with torch.no_grad():
         reports = greedy_decode(model.encoder, model.mlm_head, images, model.token_ids, max_length=4, min_length=4)
     assert all(len(words) == 4 for words in reports)
-    with pytest.raises(InputError, match="max_length"):
-        model.generate(images, max_length=64)
+    with pytest.raises(InputError, match="max_length"), torch.no_grad():
+        greedy_decode(model.encoder, model.mlm_head, images, model.token_ids, max_length=64)
+    # generate() caps the length at what the text segment holds (max_text_len 64: 63 words + [MASK]).
+    assert model.generate(images, max_length=500, min_length=500) == model.generate(images, max_length=63, min_length=63)
 
 
 def test_matched_draws_follow_the_configured_share():

@@ -14,6 +14,7 @@ import pytest
 from kg.errors import InputError
 from pipelines.metrics import (
     caption_metrics,
+    chance_mrr,
     chance_recall,
     classification_metrics,
     clinical_efficacy,
@@ -49,6 +50,7 @@ def test_recall_at_k_on_hand_made_matrix():
     assert result["R@5"] == 1.0  # K beyond the number of reports
     assert result["MedR"] == 2.0  # median of ranks 1, 2, 2, 4
     assert result["MeanR"] == 2.25
+    assert result["MRR"] == pytest.approx((1 + 1 / 2 + 1 / 2 + 1 / 4) / 4)
     assert result["n_queries"] == 4
 
 
@@ -92,6 +94,9 @@ def test_retrieval_metrics_both_directions_and_chance():
     assert result["mean_R"] == pytest.approx((0.25 + 0.75 + 0.25 + 0.5) / 4)
     assert result["t2i_MedR"] == 2.5
     assert result["chance"]["i2t_R@1"] == 0.25 and result["chance"]["t2i_R@2"] == 0.5
+    assert result["i2t_MRR"] == pytest.approx((1 + 1 / 2 + 1 / 2 + 1 / 4) / 4)
+    assert result["t2i_MRR"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 3) / 4)
+    assert result["chance"]["i2t_MRR"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)  # H_4 / 4
 
 
 def test_retrieval_accepts_torch_tensors():
@@ -103,6 +108,12 @@ def test_retrieval_accepts_torch_tensors():
 def test_chance_recall_equals_enumeration_of_all_rankings(n, k, p):
     hits = [any(item < p for item in order[:k]) for order in itertools.permutations(range(n))]
     assert chance_recall(n, k, p) == pytest.approx(np.mean(hits))
+
+
+@pytest.mark.parametrize("n, p", [(1, 1), (5, 1), (5, 2), (6, 3), (4, 4)])
+def test_chance_mrr_equals_enumeration_of_all_rankings(n, p):
+    reciprocal = [1 / (1 + min(order.index(item) for item in range(p))) for order in itertools.permutations(range(n))]
+    assert chance_mrr(n, p) == pytest.approx(np.mean(reciprocal))
 
 
 def test_retrieval_input_errors_name_the_field_and_record():

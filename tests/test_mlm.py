@@ -1,68 +1,76 @@
-"""MLM token masking (15 %, 80/10/10), the tied prediction head and the loss."""
+"""MedViLL's MLM is the shared one: :class:`model.masking.TokenMasker`, the tied BERT head and the loss.
+
+The count rule, the 80/10/10 replacement and reproducibility are tested for every method in
+``test_masking.py``; here: what MedViLL adds (the closing [SEP_L] maskable under S2S only) and
+that the MedViLL model is wired to the shared pieces.
+"""
 from __future__ import annotations
 
+import pytest
 import torch
-from torch import nn
+from medvill_cases import tiny_medvill_config
+from model_cases import train_tiny_tokenizer
 
-from model.losses import IGNORE_INDEX
-from model.mlm import MaskedLanguageModelingLoss, MaskedLMHead, mask_text_tokens
+from model.losses import IGNORE_INDEX, MaskedLanguageModelingLoss
+from model.masking import TokenMasker, mlm_budget
+from model.medvill import MedVillModel
+from model.pretraining_heads import MaskedLanguageModelingHead
+from model.single_stream import text_segment
 
-MASK, VOCAB = 4, 100
-
-
-def test_selection_rate_and_80_10_10_split():
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, VOCAB, (400, 50), generator=generator)
-    maskable = torch.ones_like(ids, dtype=torch.bool)
-    maskable[:, -5:] = False
-    corrupted, labels = mask_text_tokens(ids, maskable, MASK, VOCAB, 0.15, generator, torch.arange(10, VOCAB))
-    selected = labels != IGNORE_INDEX
-    assert not selected[:, -5:].any()
-    assert abs(selected.float().sum().item() / maskable.sum().item() - 0.15) < 0.01
-    assert torch.equal(labels[selected], ids[selected])
-    assert torch.equal(corrupted[~selected], ids[~selected])
-    n = selected.sum().item()
-    as_mask = (corrupted[selected] == MASK).sum().item() / n
-    kept = (corrupted[selected] == ids[selected]).sum().item() / n
-    assert abs(as_mask - 0.8) < 0.02
-    # 10 % kept on purpose, plus random draws that happen to hit the same token (1 in 90).
-    assert abs(kept - (0.1 + 0.1 / 90)) < 0.02
-    assert (corrupted >= 10).logical_or(corrupted == MASK).all()  # random tokens come from random_ids
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+SPECIAL = (0, 1, 2, 3, 4)
+VOCAB = 200
 
 
-def test_every_row_with_a_maskable_token_gets_a_selection():
-    generator = torch.Generator().manual_seed(1)
-    ids = torch.randint(10, VOCAB, (64, 3), generator=generator)
-    maskable = torch.ones_like(ids, dtype=torch.bool)
-    maskable[0] = False
-    maskable[1, :2] = False
-    _, labels = mask_text_tokens(ids, maskable, MASK, VOCAB, 0.01, generator)
-    selected = labels != IGNORE_INDEX
-    assert not selected[0].any()
-    assert selected[1].tolist() == [False, False, True]
-    assert selected[2:].any(dim=1).all()
+def _segments(lengths: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text segments ``w_1 … w_n [SEP] [PAD] …`` (the report's [CLS] already dropped)."""
+    ids = torch.full((len(lengths), width), PAD)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.arange(10, 10 + n)
+        ids[row, n] = SEP
+        mask[row, : n + 1] = 1
+    return ids, mask
 
 
-def test_same_generator_same_masking():
-    ids = torch.randint(10, VOCAB, (4, 20))
-    maskable = torch.ones_like(ids, dtype=torch.bool)
-    first = mask_text_tokens(ids, maskable, MASK, VOCAB, generator=torch.Generator().manual_seed(5))
-    again = mask_text_tokens(ids, maskable, MASK, VOCAB, generator=torch.Generator().manual_seed(5))
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+def test_also_maskable_lets_the_closing_sep_be_chosen_and_counts_it():
+    ids, mask = _segments([0, 3, 19], 24)
+    masker = TokenMasker(MASK, VOCAB, SPECIAL, 0.15)
+    seen_sep = torch.zeros(3, dtype=torch.bool)
+    for seed in range(200):
+        result = masker.random(ids, mask, torch.Generator().manual_seed(seed), also_maskable=ids == SEP)
+        # n counts the words and [SEP]: 1, 4 and 20 maskable positions.
+        assert result.chosen.sum(1).tolist() == [mlm_budget(n, 0.15) for n in (1, 4, 20)]
+        assert not result.chosen[mask == 0].any()
+        seen_sep |= (result.chosen & (ids == SEP)).any(dim=1)
+    assert seen_sep.all()  # an empty report still learns to end: its [SEP] is its one target
+    plain = masker.random(ids, mask, torch.Generator().manual_seed(0))
+    assert not plain.chosen[ids == SEP].any() and plain.chosen.sum(1).tolist() == [0, 1, 3]
 
 
-def test_head_is_tied_to_the_word_embeddings():
-    embeddings = nn.Embedding(VOCAB, 16)
-    head = MaskedLMHead(embeddings)
-    assert head.decoder.weight is embeddings.weight
-    assert head(torch.randn(2, 3, 16)).shape == (2, 3, VOCAB)
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> MedVillModel:
+    torch.manual_seed(0)
+    return MedVillModel(tiny_medvill_config(), train_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
 
 
-def test_loss_counts_only_selected_positions():
-    logits = torch.zeros(1, 3, 5)
-    logits[0, 0, 2] = 10.0
-    labels = torch.tensor([[2, IGNORE_INDEX, IGNORE_INDEX]])
-    loss = MaskedLanguageModelingLoss()
-    assert loss(logits, labels) < 1e-3
-    none = loss(logits.requires_grad_(), torch.full((1, 3), IGNORE_INDEX))
-    assert none == 0 and none.requires_grad
+def test_medvill_uses_the_shared_masker_head_and_loss(model):
+    assert isinstance(model.token_masker, TokenMasker)
+    assert isinstance(model.mlm_head, MaskedLanguageModelingHead)
+    assert isinstance(model.mlm_loss, MaskedLanguageModelingLoss)
+    assert model.mlm_head.word_embeddings.weight is model.encoder.embeddings.word_embeddings.weight
+    assert model.token_masker.probability == model.config.mlm_probability
+
+
+def test_sep_is_a_target_under_s2s_only(model):
+    tok = model.tokenizer(["no acute cardiopulmonary process", "heart size normal"], padding=True, return_tensors="pt")
+    sep = model.token_ids["sep"]
+    for scheme, may_choose_sep in (("s2s", True), ("bar", False), ("bi", False)):
+        ids, mask = text_segment(tok["input_ids"], tok["attention_mask"], scheme)
+        chosen_sep = False
+        for seed in range(40):
+            _, labels = model.masked_tokens(ids, mask, scheme, torch.Generator().manual_seed(seed))
+            chosen = labels != IGNORE_INDEX
+            assert not chosen[~mask.bool()].any()
+            chosen_sep |= bool(chosen[ids == sep].any())
+        assert chosen_sep == may_choose_sep, scheme

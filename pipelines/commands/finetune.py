@@ -19,7 +19,9 @@ Finetune a pretrained MOTOR on one downstream task, then evaluate it on the test
   motor finetune --task vqa --from runs/pretrain/model --data DATA/manifest.jsonl --set train.epochs=10
 
 --from takes a pretraining run directory (its model/ and the manifest it trained on) or a saved model
-directory. The run directory receives the run bundle, metrics.json, metrics.md and model/ (+ head
+directory of any method (motor, m3ae, arl, medvill). Without --config the task's shipped config is
+used: pipelines/configs/finetune_<task>_<method>.yaml when the method has its own, else
+finetune_<task>.yaml. The run directory receives the run bundle, metrics.json, metrics.md and model/ (+ head
 files for diagnosis and VQA, read back by `motor evaluate`).
 """
 
@@ -42,15 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the configuration and finetune."""
-    from pipelines.config import FinetuneConfig, builtin_config, load_config
+    from model.pretrained import read_method
+    from pipelines.config import FinetuneConfig, finetune_config_for, load_config
     from pipelines.distributed import cleanup
     from pipelines.finetune import finetune
+    from pipelines.tasks.sources import resolve_source
 
     overrides = [f"task={args.task}", f"init_from={args.init_from}", *args.overrides,
                  *radgraph_override(args.task, args.radgraph_annotations)]
     if args.data:
         overrides.append(f"data.manifest={args.data}")
-    config = load_config(FinetuneConfig, args.config or builtin_config(f"finetune_{args.task}"), overrides)
+    # Without --config: the task's shipped config, the pretrained method's own when it has one.
+    default = None if args.config else finetune_config_for(args.task, read_method(resolve_source(args.init_from).model_dir))
+    config = load_config(FinetuneConfig, args.config or default, overrides)
     out = args.out or f"runs/finetune-{args.task}"
     try:
         finetune(config, out, show_progress=not args.no_progress, tensorboard=args.tensorboard)

@@ -1,7 +1,7 @@
 """Evaluation metrics of the four downstream tasks and their tables.
 
 * retrieval (image → report, report → image): :func:`recall_at_k`, :func:`retrieval_metrics`,
-  :func:`chance_recall`;
+  :func:`chance_recall`, :func:`chance_mrr`;
 * report generation: :func:`caption_metrics` (BLEU, METEOR, ROUGE-L, CIDEr), clinical efficacy
   :func:`clinical_efficacy`, :func:`clinical_efficacy_both`, :func:`clinical_efficacy_from_texts`,
   and F1-RadGraph :func:`f1_radgraph`, :func:`f1_radgraph_from_texts` (RG_E, RG_ER, RG_ER-bar);
@@ -22,13 +22,14 @@ from pipelines.metrics.clinical import (
 )
 from pipelines.metrics.ptb import ptb_tokenize
 from pipelines.metrics.radgraph import f1_radgraph, f1_radgraph_from_texts
-from pipelines.metrics.retrieval import chance_recall, recall_at_k, retrieval_metrics
+from pipelines.metrics.retrieval import chance_mrr, chance_recall, recall_at_k, retrieval_metrics
 from pipelines.metrics.tables import metrics_table, write_metrics
 from pipelines.metrics.vqa import normalize_answer, vqa_accuracy
 
 __all__ = [
     "POLICIES",
     "caption_metrics",
+    "chance_mrr",
     "chance_recall",
     "classification_metrics",
     "clinical_efficacy",

@@ -98,8 +98,9 @@ def recall_at_k(similarity: Any, positives: Positives = None, ks: Sequence[int] 
         ks: cut-offs; a K larger than ``n_items`` gives recall 1.
 
     Returns:
-        ``{"R@1": ..., "R@5": ..., "R@10": ..., "MedR": ..., "MeanR": ..., "n_queries": n}``;
-        recalls are fractions of queries with a positive in the top K.
+        ``{"R@1": ..., "R@5": ..., "R@10": ..., "MedR": ..., "MeanR": ..., "MRR": ..., "n_queries": n}``;
+        recalls are fractions of queries with a positive in the top K; MRR is the mean reciprocal
+        rank of the best-ranked positive (MedViLL reports it), in (0, 1].
     """
     if any(int(k) < 1 for k in ks):
         raise InputError(f"cut-offs must be >= 1, got {list(ks)}", field="ks")
@@ -107,6 +108,7 @@ def recall_at_k(similarity: Any, positives: Positives = None, ks: Sequence[int] 
     result: dict[str, Any] = {f"R@{int(k)}": float(np.mean(ranks <= int(k))) for k in ks}
     result["MedR"] = float(np.median(ranks))
     result["MeanR"] = float(np.mean(ranks))
+    result["MRR"] = float(np.mean(1.0 / ranks))
     result["n_queries"] = int(ranks.size)
     return result
 
@@ -128,6 +130,18 @@ def chance_recall(n_items: int, k: int, n_positives: int = 1) -> float:
     return 1.0 - math.comb(n_items - n_positives, k) / math.comb(n_items, k)
 
 
+def chance_mrr(n_items: int, n_positives: int = 1) -> float:
+    """Expected reciprocal rank of the best-ranked positive under a uniformly random ranking.
+
+    The best positive sits at rank r with probability ``C(n - r, p - 1) / C(n, p)``, so the value
+    is ``sum_r C(n - r, p - 1) / (r · C(n, p))``; ``H_n / n`` for a single positive.
+    """
+    if not 1 <= n_positives <= n_items:
+        raise InputError(f"need 1 <= n_positives <= n_items, got n={n_items}, p={n_positives}")
+    total = math.comb(n_items, n_positives)
+    return sum(math.comb(n_items - r, n_positives - 1) / r for r in range(1, n_items - n_positives + 2)) / total
+
+
 def retrieval_metrics(sim_i2t: Any, positives: Positives = None, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
     """Both retrieval directions from one image–text similarity matrix, as BLIP reports them.
 
@@ -138,8 +152,8 @@ def retrieval_metrics(sim_i2t: Any, positives: Positives = None, ks: Sequence[in
 
     Returns:
         ``i2t_R@K`` (report retrieval), ``t2i_R@K`` (image retrieval), ``i2t_MedR``, ``t2i_MedR``,
-        ``mean_R`` (mean of all recalls, BLIP's ``r_mean``), ``n_images``, ``n_texts`` and
-        ``chance``: the expected value of each recall under a random ranking, averaged over
+        ``i2t_MRR``, ``t2i_MRR`` (mean reciprocal rank), ``mean_R`` (mean of all recalls, BLIP's ``r_mean``), ``n_images``, ``n_texts`` and
+        ``chance``: the expected value of each recall and MRR under a random ranking, averaged over
         queries (accounts for several positives per query).
     """
     sim = as_float_array(sim_i2t, field="similarity", ndim=2)
@@ -155,6 +169,9 @@ def retrieval_metrics(sim_i2t: Any, positives: Positives = None, ks: Sequence[in
             expected = sum(q * chance_recall(n_items, int(k), int(p)) for p, q in zip(counts, queries))
             chance[f"{direction}_R@{int(k)}"] = float(expected / matrix.shape[0])
         result[f"{direction}_MedR"] = scores["MedR"]
+        result[f"{direction}_MRR"] = scores["MRR"]
+        expected = sum(q * chance_mrr(n_items, int(p)) for p, q in zip(counts, queries))
+        chance[f"{direction}_MRR"] = float(expected / matrix.shape[0])
     recalls = [result[f"{d}_R@{int(k)}"] for d in ("i2t", "t2i") for k in ks]
     result["mean_R"] = float(np.mean(recalls))
     result["n_images"], result["n_texts"] = int(sim.shape[0]), int(sim.shape[1])

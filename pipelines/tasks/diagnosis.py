@@ -36,7 +36,10 @@ class DiagnosisTask(Task):
             self.collate = MotorCollator.from_config(self.motor.tokenizer, self.motor.config, len(self.names))
             if self.entities is not None:
                 self.collate = self.entities.collator(self.collate)
-        self.module = DiagnosisHead(self.motor, num_labels=len(self.names)).to(self.device)
+        # A method with its own head (MedViLL: the joint [CLS]) builds it; else E_v's [CLS].
+        build = getattr(self.motor, "diagnosis_head", None)
+        head = build(len(self.names)) if build else DiagnosisHead(self.motor, num_labels=len(self.names))
+        self.module = head.to(self.device)
 
     def dataset(self, split: str) -> Dataset:
         samples = super().dataset(split)

@@ -57,9 +57,14 @@ class GenerationTask(Task):
         from pipelines.evaluate import most_frequent_report
 
         super().__init__(*args, **kwargs)
-        # M3AE / ARL pretrain no decoder: one initialised from their text encoder is attached.
-        self.decoder_attached = not hasattr(self.motor, "text_decoder") and self.motor.attach_report_decoder()
-        self.module = ReportGenerator(self.motor)
+        if hasattr(self.motor, "report_generator"):
+            # A method that generates with its own encoder (MedViLL: MLM under the S2S mask).
+            self.decoder_attached = False
+            self.module = self.motor.report_generator()
+        else:
+            # M3AE / ARL pretrain no decoder: one initialised from their text encoder is attached.
+            self.decoder_attached = not hasattr(self.motor, "text_decoder") and self.motor.attach_report_decoder()
+            self.module = ReportGenerator(self.motor)
         self.baseline_report = most_frequent_report(self.splits["train"].reports())
 
     def prepare_training(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

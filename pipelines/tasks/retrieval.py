@@ -11,6 +11,7 @@ from pipelines.tasks.base import Task, metrics_table
 from pipelines.tasks.sources import Source
 
 RECALL_COLUMNS = {f"{d}_R@{k}": f"{name} R@{k}" for d, name in (("i2t", "Report"), ("t2i", "Image")) for k in (1, 5, 10)}
+RECALL_COLUMNS.update({f"{d}_MRR": f"{name} MRR" for d, name in (("i2t", "Report"), ("t2i", "Image"))})
 
 
 class RetrievalTask(Task):

@@ -238,6 +238,11 @@ def make_vqa_head(motor: Any, vocabulary: AnswerVocabulary) -> torch.nn.Module:
     :class:`model.heads.QuestionTypeVQAHead` for closed and open answers kept apart."""
     from model.heads import QuestionTypeVQAHead, VQAHead
 
+    # A method with its own head (MedViLL: the joint [CLS]) builds it; else E_{v→t}'s.
+    build = getattr(motor, "vqa_head", None)
     if vocabulary.closed is None:
-        return VQAHead(motor, len(vocabulary))
+        return build(len(vocabulary)) if build else VQAHead(motor, len(vocabulary))
+    if build is not None:
+        raise InputError("the question-type head reads MOTOR's E_{v→t}; this method has its own "
+                         "single answer classifier: use vqa_head: single", field="vqa_head")
     return QuestionTypeVQAHead(motor, vocabulary.closed, len(vocabulary) - vocabulary.closed)
