@@ -26,6 +26,7 @@ from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
+from kg.label_schema import GK_FOREIGN_OBJECT
 from kg.lexicon import ANAT, OBS, Lexicon, Term
 from kg.long_reports import MAX_REPORT_CHARS, PSEUDO_NEGATION_ENDS, annotate_in_parts
 from kg.report_tokens import PARAGRAPH_STARTS, RadGraphTokenizer, doc_words
@@ -187,7 +188,9 @@ class ReportNLP:
         """Observation phrases that are a sequence of lexicon terms with exactly one observation."""
         splits: dict[str, SplitPhrase] = {}
         for key, term in self.token_terms.items():
-            if term.kind != OBS or " " not in key:
+            # Device names stay whole ("orogastric tube", "central line"): RadGraph annotates a
+            # device as one phrase even where a device-kind word would cut it.
+            if term.kind != OBS or " " not in key or GK_FOREIGN_OBJECT in term.concepts:
                 continue
             pieces = _segment(self.token_terms, key.split())
             if pieces is not None and len(pieces) > 1 and [t.kind for _, t in pieces].count(OBS) == 1:
@@ -234,7 +237,7 @@ def _context(nlp: English, lexicon: Lexicon) -> ConText:
         # small effusion" keeps the effusion uncertain. Linked cues do not end a negation.
         terminating_types={
             "NEGATED_EXISTENCE": ["POSSIBLE_EXISTENCE"],
-            "POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE"],
+            "POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE", "LINKED_POSSIBLE_EXISTENCE"],
             "LINKED_POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE"],
         },
     )

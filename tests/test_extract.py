@@ -79,6 +79,17 @@ def test_a_hedge_ends_a_negation_but_a_linking_cue_does_not(extractor: Extractor
     assert entity(record, "pneumonia").label == "OBS-DA"
 
 
+def test_a_hedge_read_backwards_stops_at_a_linking_cue(extractor: Extractor) -> None:
+    # The finding before "suggests" is stated; only the readings after it are possibilities.
+    record = annotate(extractor, "Large opacity suggests pneumonia with atelectasis, effusion cannot be excluded.")
+    assert entity(record, "opacity").label == "OBS-DP"
+    assert entity(record, "large").label == "OBS-DP"
+    assert entity(record, "pneumonia").label == "OBS-U"
+    assert entity(record, "effusion").label == "OBS-U"
+    record = annotate(extractor, "Large opacity in the right lung, effusion cannot be excluded.")
+    assert entity(record, "opacity").label == "OBS-U"  # without a linking cue the hedge reaches it
+
+
 def test_observations_offered_as_alternatives_are_uncertain(extractor: Extractor) -> None:
     record = annotate(extractor, "Patchy atelectasis or pneumonia at the left base. Cardiomegaly and edema.")
     for tokens in ("patchy", "atelectasis", "pneumonia"):
@@ -178,6 +189,17 @@ def test_a_lexicon_phrase_is_cut_into_its_terms(extractor: Extractor) -> None:
     assert acute.label == "OBS-DA" and related(record, acute, "modify") == ["process"]
     assert related(record, entity(record, "congestion"), "located_at") == ["vascular"]
     assert related(record, entity(record, "pulmonary"), "modify") == ["vascular"]
+
+
+def test_a_device_name_stays_one_entity(extractor: Extractor) -> None:
+    # A device named by the lexicon as one phrase is not cut at its device-kind word, while a
+    # device kind before a bare device word still modifies it.
+    record = annotate(extractor, "Orogastric tube ends in the stomach. Central line tip in the SVC.")
+    assert entity(record, "Orogastric tube").label == "OBS-DP"
+    assert entity(record, "Central line").label == "OBS-DP"
+    assert not [e for e in record.entities.values() if e.tokens.lower() in ("orogastric", "central", "tube", "line")]
+    record = annotate(extractor, "Nasogastric tube ends in the stomach.")
+    assert related(record, entity(record, "Nasogastric"), "modify") == ["tube"]
 
 
 def test_anatomy_naming_the_imaging_study_is_no_entity(extractor: Extractor) -> None:
