@@ -139,6 +139,7 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
         _hedge_alternatives(sentence_items, words)
         _chain_anatomy(sentence_items, words, nlp.lexicon)
         _attach_modifiers(sentence_items, words)
+        _attach_predicate_descriptors(sentence_items, words)
         _attach_anatomy(sentence_items, words)
     _attach_suggestive(doc, nlp, words, sentence_of, by_sentence)
 
@@ -475,6 +476,30 @@ def _attach_modifiers(items: list[_Item], words: list[str]) -> None:
             _locate(target, item)
         else:
             item.links.append(("modify", target))
+
+
+def _attach_predicate_descriptors(items: list[_Item], words: list[str]) -> None:
+    """A descriptor observation in predicate position modifies the observation it describes:
+    "the effusions have *increased*", "support devices remain *in place*".
+
+    Descriptors are observation terms without a concept of their own; the subject is found as for
+    predicate modifiers (:func:`_subject`) and must be the nearest entity before the predicate, so
+    "the effusion is small and the heart is enlarged" leaves "enlarged" to the heart.
+    """
+    for index, item in enumerate(items):
+        if item.kind != OBS or item.term is None or item.term.concepts or not _is_predicate(item, words):
+            continue
+        subject = _subject(items, index, words)
+        if subject is not None and all(other.kind == MOD for other in items[items.index(subject) + 1 : index]):
+            item.links.append(("modify", subject))
+
+
+def _is_predicate(item: _Item, words: list[str]) -> bool:
+    """Whether ``item`` follows a copula, directly or after one adverb ("has slightly increased")."""
+    before = [w.lower() for w in words[max(0, item.start - 2) : item.start]]
+    if not before:
+        return False
+    return before[-1] in _COPULAS or (len(before) == 2 and before[0] in _COPULAS and before[1].endswith("ly"))
 
 
 def _attach_anatomy(items: list[_Item], words: list[str]) -> None:

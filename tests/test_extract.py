@@ -397,3 +397,27 @@ def test_a_negated_pseudo_cue_negates_its_own_last_word_only(extractor: Extracto
     record = annotate(extractor, "No change in the small pleural effusion.")
     assert entity(record, "change").label == "OBS-DA"
     assert entity(record, "effusion").label == "OBS-DP"
+
+
+def test_a_predicate_descriptor_modifies_the_observation_it_describes(extractor: Extractor) -> None:
+    record = annotate(extractor, "Small bilateral pleural effusions have increased. Support devices remain in place.")
+    assert related(record, entity(record, "increased"), "modify") == ["effusions"]
+    assert related(record, entity(record, "in place"), "modify") == ["devices"]
+    # Another entity between them is the descriptor's own subject.
+    record = annotate(extractor, "The effusion is small and the heart size is increased.")
+    assert related(record, entity(record, "increased"), "modify") == []
+
+
+def test_a_disease_named_by_organ_is_cut_as_anatomy_and_observation(extractor: Extractor) -> None:
+    record = annotate(extractor, "Mild congestive heart failure. Pulmonary hypertension. Increased interstitial markings.")
+    failure = entity(record, "failure")
+    assert related(record, failure, "located_at") == ["heart"]
+    assert related(record, entity(record, "congestive"), "modify") == ["failure"]
+    assert related(record, entity(record, "hypertension"), "located_at") == ["Pulmonary"]
+    assert related(record, entity(record, "markings"), "located_at") == ["interstitial"]
+
+
+def test_obscured_is_an_observation_not_a_hedge(extractor: Extractor) -> None:
+    record = annotate(extractor, "The catheter tip is obscured.")
+    assert entity(record, "obscured").label == "OBS-DP"
+    assert entity(record, "tip").label == "OBS-DP"
