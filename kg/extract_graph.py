@@ -25,7 +25,9 @@ ConText attributes on observations). The rules, applied within one sentence:
   its clause when it follows a copula ("the effusion seen at the base is unchanged"). At most two
   other words may sit between a modifier and its target. A location with no target is anatomy, a
   change word with no target an observation ("the contours are unchanged"); other modifiers with
-  no target are dropped.
+  no target are dropped. A descriptor observation (no concept of its own) after a copula
+  modifies the observation that is its subject ("the effusions have increased", "support
+  devices remain in place").
 * **located_at**: every other anatomy entity is the location of the nearest observation in its
   sentence (ties go to the observation before it; an observation at most 5 words before a locative
   preposition wins: "opacity in the left lung"), and of the observations coordinated with that one
