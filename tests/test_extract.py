@@ -421,3 +421,20 @@ def test_obscured_is_an_observation_not_a_hedge(extractor: Extractor) -> None:
     record = annotate(extractor, "The catheter tip is obscured.")
     assert entity(record, "obscured").label == "OBS-DP"
     assert entity(record, "tip").label == "OBS-DP"
+
+
+def test_tissue_and_bone_words_are_anatomy_of_their_phrase(extractor: Extractor) -> None:
+    record = annotate(extractor, "Subcutaneous emphysema. No acute bony abnormality.")
+    emphysema = entity(record, "emphysema")
+    assert related(record, emphysema, "located_at") == ["Subcutaneous"]
+    abnormality = entity(record, "abnormality")
+    assert abnormality.label == "OBS-DA" and related(record, abnormality, "located_at") == ["bony"]
+    # The cut keeps the whole phrase's meaning: subcutaneous emphysema is no lung emphysema.
+    mentions = cached_extractor("rules").annotate_text("r", "Subcutaneous emphysema.").mentions
+    assert all("Emphysema" not in m.labels and "gk:emphysema" not in m.labels for m in mentions)
+
+
+def test_below_locates_like_a_location_word(extractor: Extractor) -> None:
+    record = annotate(extractor, "The nasogastric tube courses below the diaphragm.")
+    below = entity(record, "below")
+    assert below.label == "ANAT-DP" and related(record, below, "modify") == ["diaphragm"]
