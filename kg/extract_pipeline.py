@@ -188,11 +188,13 @@ class ReportNLP:
         """Observation phrases that are a sequence of lexicon terms with exactly one observation."""
         splits: dict[str, SplitPhrase] = {}
         for key, term in self.token_terms.items():
-            # Device names stay whole ("orogastric tube", "central line"): RadGraph annotates a
-            # device as one phrase even where a device-kind word would cut it.
-            if term.kind != OBS or " " not in key or GK_FOREIGN_OBJECT in term.concepts:
+            if term.kind != OBS or " " not in key:
                 continue
             pieces = _segment(self.token_terms, key.split())
+            # Device names stay whole unless anatomy cuts them ("orogastric tube", "central line",
+            # but "sternal" + "wires"): RadGraph annotates a device as one phrase.
+            if pieces is not None and GK_FOREIGN_OBJECT in term.concepts and all(t.kind != ANAT for _, t in pieces):
+                continue
             if pieces is not None and len(pieces) > 1 and [t.kind for _, t in pieces].count(OBS) == 1:
                 splits[term.text] = SplitPhrase(
                     tuple((size, _with_concepts(t, term) if t.kind == OBS else t) for size, t in pieces)

@@ -438,3 +438,10 @@ def test_below_locates_like_a_location_word(extractor: Extractor) -> None:
     record = annotate(extractor, "The nasogastric tube courses below the diaphragm.")
     below = entity(record, "below")
     assert below.label == "ANAT-DP" and related(record, below, "modify") == ["diaphragm"]
+
+
+def test_lobar_locates_and_a_device_cut_only_by_anatomy(extractor: Extractor) -> None:
+    record = annotate(extractor, "No lobar pneumonia. Sternal wires are intact.")
+    assert related(record, entity(record, "pneumonia"), "located_at") == ["lobar"]
+    assert entity(record, "lobar").label == "ANAT-DP"
+    assert related(record, entity(record, "wires"), "located_at") == ["Sternal"]
