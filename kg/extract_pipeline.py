@@ -6,9 +6,12 @@ Stages, run per batch of report texts:
    loaded, nothing is downloaded) and spaCy's rule-based sentencizer, with ``;`` and blank lines
    as extra sentence ends so a negation never reaches across them (and a decimal point, which the
    tokenisation makes a token of its own, as none);
-2. an entity source that sets ``doc.ents`` with labels ``OBS`` / ``ANAT`` / ``MOD``: medspaCy's
-   TargetMatcher over the lexicon (``rules``), or a NER model (:mod:`kg.extract_ner`);
-3. medspaCy's ConText with the lexicon's radiology cues, on ``OBS`` spans.
+2. an entity source that sets ``doc.ents`` with labels ``OBS`` / ``ANAT`` / ``MOD``: spaCy's
+   PhraseMatcher over the lexicon, overlaps pruned to the longest (``rules``), or a NER model
+   (:mod:`kg.extract_ner`);
+3. medspaCy's ConText with the lexicon's radiology cues, on ``OBS`` spans; a hedge's scope ends at
+   a negation and at a linking cue ("opacity *suggests* pneumonia, effusion cannot be excluded"
+   leaves the opacity present).
 
 This module imports spaCy at the top; :mod:`kg.extract` imports it only when a pipeline is built.
 """
@@ -60,7 +63,7 @@ class ReportNLP:
 
     Args:
         lexicon: the radiology lexicon (terms, cues).
-        make_entity_source: ``None`` for the lexicon's TargetMatcher; otherwise a function of this
+        make_entity_source: ``None`` for the lexicon's phrase matcher; otherwise a function of this
             pipeline returning a callable that sets ``doc.ents`` (labels ``OBS`` / ``ANAT`` /
             ``MOD``, ``span._.kg_term`` set) on a tokenized, sentence-split doc
             (see :mod:`kg.extract_ner`).
@@ -236,7 +239,9 @@ def _context(nlp: English, lexicon: Lexicon) -> ConText:
             "LINKED_POSSIBLE_EXISTENCE": {"is_uncertain": True},
         },
         # A negation's scope ends where a hedge starts and vice versa: "no pneumothorax, possible
-        # small effusion" keeps the effusion uncertain. Linked cues do not end a negation.
+        # small effusion" keeps the effusion uncertain. Linked cues do not end a negation, but do
+        # end a hedge: what comes before "suggests" is the finding, stated, not a possibility
+        # ("opacity suggests pneumonia, effusion cannot be excluded").
         terminating_types={
             "NEGATED_EXISTENCE": ["POSSIBLE_EXISTENCE"],
             "POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE", "LINKED_POSSIBLE_EXISTENCE"],
