@@ -6,7 +6,7 @@ model hub. This module annotates any report text in RadGraph's format so the kno
 
 Back-ends (``backend=``):
 
-* ``rules`` (default): the lexicon of ``graphs/`` matched by medspaCy's TargetMatcher, negation and
+* ``rules`` (default): the lexicon of ``graphs/`` matched by spaCy's PhraseMatcher, negation and
   uncertainty by medspaCy's ConText, relations by the sentence rules of :mod:`kg.extract_graph`.
   Deterministic, no model files.
 * ``stanza``: entities from Stanza's radiology NER (``stanza_dir=`` a local Stanza resources

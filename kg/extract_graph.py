@@ -25,7 +25,9 @@ ConText attributes on observations). The rules, applied within one sentence:
   its clause when it follows a copula ("the effusion seen at the base is unchanged"). At most two
   other words may sit between a modifier and its target. A location with no target is anatomy, a
   change word with no target an observation ("the contours are unchanged"); other modifiers with
-  no target are dropped.
+  no target are dropped. A descriptor observation (no concept of its own) after a copula
+  modifies the observation that is its subject ("the effusions have increased", "support
+  devices remain in place").
 * **located_at**: every other anatomy entity is the location of the nearest observation in its
   sentence (ties go to the observation before it; an observation at most 5 words before a locative
   preposition wins: "opacity in the left lung"), and of the observations coordinated with that one
@@ -124,18 +126,14 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
         gives it), the RadGraph entities (ids ``"1"``, ``"2"``... in text order, inclusive word
         spans) and one mention per observation entity.
     """
-    word_of: dict[int, int] = {}
-    words: list[str] = []
-    for token in doc:
-        if not token.is_space:
-            word_of[token.i] = len(words)
-            words.append(token.text)
-    sentence_of: dict[int, int] = {}
-    for s, sent in enumerate(doc.sents):
-        for token in sent:
-            sentence_of[token.i] = s
+    # The pipeline's tokenizer (kg.report_tokens) makes every token a word (no whitespace tokens),
+    # so token i is word i.
+    from kg.report_tokens import doc_words  # imports spaCy, which kg.extract loads only on use
 
-    items = _split_anatomy(_items(doc, nlp, word_of, sentence_of), words, nlp.lexicon)
+    words = doc_words(doc)
+    sentence_of = _sentence_ids(doc)
+
+    items = _split_anatomy(_items(doc, nlp, sentence_of), words, nlp.lexicon)
     by_sentence: dict[int, list[_Item]] = {}
     for item in items:
         by_sentence.setdefault(item.sentence, []).append(item)
@@ -143,8 +141,9 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
         _hedge_alternatives(sentence_items, words)
         _chain_anatomy(sentence_items, words, nlp.lexicon)
         _attach_modifiers(sentence_items, words)
+        _attach_predicate_descriptors(sentence_items, words)
         _attach_anatomy(sentence_items, words)
-    _attach_suggestive(doc, nlp, words, word_of, sentence_of, by_sentence)
+    _attach_suggestive(doc, nlp, words, sentence_of, by_sentence)
 
     kept = sorted((i for i in items if i.keep), key=lambda i: (i.start, i.end))
     ids = {id(item): str(n) for n, item in enumerate(kept, start=1)}
@@ -160,26 +159,35 @@ def build_graph(doc: "Doc", nlp: "ReportNLP") -> tuple[list[str], list[Entity], 
 
 
 # ------------------------------------------------------------------------- items
-def _items(doc: "Doc", nlp: "ReportNLP", word_of: dict[int, int], sentence_of: dict[int, int]) -> list[_Item]:
+def _sentence_ids(doc: "Doc") -> list[int]:
+    """The sentence index of every token of ``doc`` (sentence starts as the sentencizer set them)."""
+    import numpy
+    from spacy.attrs import SENT_START
+
+    starts = doc.to_array(SENT_START) == 1
+    starts[0] = True
+    return (numpy.cumsum(starts) - 1).tolist()
+
+
+def _items(doc: "Doc", nlp: "ReportNLP", sentence_of: list[int]) -> list[_Item]:
     items: list[_Item] = []
     pseudo_negated = nlp.pseudo_negation_ends(doc)
     for span in doc.ents:
-        tokens = [t.i for t in span if not t.is_space]
-        if not tokens:
-            continue
+        start, end = span.start, span.end - 1
         term: Term | None = span._.kg_term
-        start, end, sentence = word_of[tokens[0]], word_of[tokens[-1]], sentence_of[tokens[0]]
+        sentence = sentence_of[start]
         certainty = PRESENT
-        if span.label_ == OBS:
+        label = span.label_
+        if label == OBS:
             if span._.is_negated:
                 certainty = ABSENT
             elif span._.is_uncertain:
                 certainty = UNCERTAIN
-            elif span.end - 1 in pseudo_negated:
+            elif end in pseudo_negated:
                 certainty = ABSENT
-        split = nlp.split_of(span, term) if term is not None and span.label_ == OBS else None
+        split = nlp.split_of(span, term) if term is not None and label == OBS else None
         if split is None:
-            items.append(_Item(span.label_, start, end, sentence, term, certainty))
+            items.append(_Item(label, start, end, sentence, term, certainty))
             continue
         items.extend(_split_items(split, start, sentence, certainty, nlp.lexicon))
     return items
@@ -472,6 +480,30 @@ def _attach_modifiers(items: list[_Item], words: list[str]) -> None:
             item.links.append(("modify", target))
 
 
+def _attach_predicate_descriptors(items: list[_Item], words: list[str]) -> None:
+    """A descriptor observation in predicate position modifies the observation it describes:
+    "the effusions have *increased*", "support devices remain *in place*".
+
+    Descriptors are observation terms without a concept of their own; the subject is found as for
+    predicate modifiers (:func:`_subject`) and must be the nearest entity before the predicate, so
+    "the effusion is small and the heart is enlarged" leaves "enlarged" to the heart.
+    """
+    for index, item in enumerate(items):
+        if item.kind != OBS or item.term is None or item.term.concepts or not _is_predicate(item, words):
+            continue
+        subject = _subject(items, index, words)
+        if subject is not None and all(other.kind == MOD for other in items[items.index(subject) + 1 : index]):
+            item.links.append(("modify", subject))
+
+
+def _is_predicate(item: _Item, words: list[str]) -> bool:
+    """Whether ``item`` follows a copula, directly or after one adverb ("has slightly increased")."""
+    before = [w.lower() for w in words[max(0, item.start - 2) : item.start]]
+    if not before:
+        return False
+    return before[-1] in _COPULAS or (len(before) == 2 and before[0] in _COPULAS and before[1].endswith("ly"))
+
+
 def _attach_anatomy(items: list[_Item], words: list[str]) -> None:
     observations = [i for i in items if i.kind == OBS]
     if not observations:
@@ -518,15 +550,12 @@ def _attach_suggestive(
     doc: "Doc",
     nlp: "ReportNLP",
     words: list[str],
-    word_of: dict[int, int],
-    sentence_of: dict[int, int],
+    sentence_of: list[int],
     by_sentence: dict[int, list[_Item]],
 ) -> None:
     cues_by_sentence: dict[int, list[tuple[int, int]]] = {}
     for start, end in nlp.suggestive_cues(doc):
-        cue_words = [word_of[i] for i in range(start, end) if i in word_of]
-        if cue_words:
-            cues_by_sentence.setdefault(sentence_of[start], []).append((cue_words[0], cue_words[-1]))
+        cues_by_sentence.setdefault(sentence_of[start], []).append((start, end - 1))
     for sentence, cues in cues_by_sentence.items():
         observations = [i for i in by_sentence.get(sentence, []) if i.kind == OBS]
         sources: dict[int, _Item] = {}  # id of a suggested observation → the one suggesting it

@@ -6,9 +6,12 @@ Stages, run per batch of report texts:
    loaded, nothing is downloaded) and spaCy's rule-based sentencizer, with ``;`` and blank lines
    as extra sentence ends so a negation never reaches across them (and a decimal point, which the
    tokenisation makes a token of its own, as none);
-2. an entity source that sets ``doc.ents`` with labels ``OBS`` / ``ANAT`` / ``MOD``: medspaCy's
-   TargetMatcher over the lexicon (``rules``), or a NER model (:mod:`kg.extract_ner`);
-3. medspaCy's ConText with the lexicon's radiology cues, on ``OBS`` spans.
+2. an entity source that sets ``doc.ents`` with labels ``OBS`` / ``ANAT`` / ``MOD``: spaCy's
+   PhraseMatcher over the lexicon, overlaps pruned to the longest (``rules``), or a NER model
+   (:mod:`kg.extract_ner`);
+3. medspaCy's ConText with the lexicon's radiology cues, on ``OBS`` spans; a hedge's scope ends at
+   a negation and at a linking cue ("opacity *suggests* pneumonia, effusion cannot be excluded"
+   leaves the opacity present).
 
 This module imports spaCy at the top; :mod:`kg.extract` imports it only when a pipeline is built.
 """
@@ -19,22 +22,25 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from medspacy.context import ConText, ConTextRule
-from medspacy.ner import TargetMatcher, TargetRule
 from spacy.attrs import SENT_START
 from spacy.lang.en import English
 from spacy.matcher import PhraseMatcher
 from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
 
+from kg.label_schema import GK_FOREIGN_OBJECT
 from kg.lexicon import ANAT, OBS, Lexicon, Term
 from kg.long_reports import MAX_REPORT_CHARS, PSEUDO_NEGATION_ENDS, annotate_in_parts
-from kg.report_tokens import PARAGRAPH_STARTS, RadGraphTokenizer
+from kg.report_tokens import PARAGRAPH_STARTS, RadGraphTokenizer, doc_words
 
 # medspaCy's matchers hold a token Matcher even when every cue is a phrase; spaCy then warns on
 # each call that it has no patterns.
 warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
 # The lexicon term behind an entity span; entity sources set it, kg.extract_graph reads it.
 Span.set_extension("kg_term", default=None, force=True)
+# The observation spans of a doc, the only targets ConText is given.
+Doc.set_extension("kg_observations", default=None, force=True)
 
 EntitySource = Callable[[Doc], None]
 
@@ -57,7 +63,7 @@ class ReportNLP:
 
     Args:
         lexicon: the radiology lexicon (terms, cues).
-        make_entity_source: ``None`` for the lexicon's TargetMatcher; otherwise a function of this
+        make_entity_source: ``None`` for the lexicon's phrase matcher; otherwise a function of this
             pipeline returning a callable that sets ``doc.ents`` (labels ``OBS`` / ``ANAT`` /
             ``MOD``, ``span._.kg_term`` set) on a tokenized, sentence-split doc
             (see :mod:`kg.extract_ner`).
@@ -101,7 +107,10 @@ class ReportNLP:
 
     def _annotate(self, doc: Doc) -> None:
         self.entity_source(doc)
-        self.context(doc)
+        # ConText reads observations only (allowed_types); handing it just those spares it testing
+        # every cue against every anatomy and modifier span.
+        doc._.kg_observations = [span for span in doc.ents if span.label_ == OBS]
+        self.context(doc, targets="kg_observations")
         # Kept as token indices in user_data (not read from ConText's doc-level graph later), so
         # that a long report annotated in parts (kg.long_reports) carries them back.
         doc.user_data[PSEUDO_NEGATION_ENDS] = self._pseudo_negation_ends(doc)
@@ -156,18 +165,25 @@ class ReportNLP:
 
     # ------------------------------------------------------------------ builders
     def _target_matcher(self) -> EntitySource:
-        matcher = TargetMatcher(self.nlp, phrase_matcher_attr="LOWER", result_type=None)
-        matcher.add(
-            [
-                TargetRule(term.text, term.kind, attributes={"kg_term": term})
-                for term in self.lexicon.terms.values()
-            ]
-        )
+        # spaCy's PhraseMatcher with one key per lexicon term, overlaps pruned to the longest by
+        # spaCy's filter_spans: medspaCy's TargetMatcher does the same (its ConText is still used),
+        # but also runs an empty token matcher and a regex matcher, sets a rule on every span and
+        # prunes pairwise, which made it a sixth of the extractor's time.
+        matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
+        strings = self.nlp.vocab.strings
+        terms: dict[int, Term] = {}
+        labels: dict[int, int] = {}
+        for term in self.lexicon.terms.values():
+            matcher.add(term.text, [self.nlp.make_doc(term.text)])
+            key = strings[term.text]
+            terms[key] = term
+            labels[key] = strings.add(term.kind)
 
         def set_entities(doc: Doc) -> None:
-            # The matcher prunes overlaps to the longest match; assigning all at once is faster
-            # than the matcher's own one-by-one doc.ents update.
-            doc.ents = matcher(doc)
+            spans = filter_spans([Span(doc, start, end, label=labels[key], span_id=key) for key, start, end in matcher(doc)])
+            for span in spans:
+                span._.kg_term = terms[span.id]
+            doc.ents = spans
 
         return set_entities
 
@@ -178,6 +194,10 @@ class ReportNLP:
             if term.kind != OBS or " " not in key:
                 continue
             pieces = _segment(self.token_terms, key.split())
+            # Device names stay whole unless anatomy cuts them ("orogastric tube", "central line",
+            # but "sternal" + "wires"): RadGraph annotates a device as one phrase.
+            if pieces is not None and GK_FOREIGN_OBJECT in term.concepts and all(t.kind != ANAT for _, t in pieces):
+                continue
             if pieces is not None and len(pieces) > 1 and [t.kind for _, t in pieces].count(OBS) == 1:
                 splits[term.text] = SplitPhrase(
                     tuple((size, _with_concepts(t, term) if t.kind == OBS else t) for size, t in pieces)
@@ -219,10 +239,12 @@ def _context(nlp: English, lexicon: Lexicon) -> ConText:
             "LINKED_POSSIBLE_EXISTENCE": {"is_uncertain": True},
         },
         # A negation's scope ends where a hedge starts and vice versa: "no pneumothorax, possible
-        # small effusion" keeps the effusion uncertain. Linked cues do not end a negation.
+        # small effusion" keeps the effusion uncertain. Linked cues do not end a negation, but do
+        # end a hedge: what comes before "suggests" is the finding, stated, not a possibility
+        # ("opacity suggests pneumonia, effusion cannot be excluded").
         terminating_types={
             "NEGATED_EXISTENCE": ["POSSIBLE_EXISTENCE"],
-            "POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE"],
+            "POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE", "LINKED_POSSIBLE_EXISTENCE"],
             "LINKED_POSSIBLE_EXISTENCE": ["NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE"],
         },
     )
@@ -245,8 +267,9 @@ def _fix_sentence_starts(doc: Doc) -> None:
     otherwise read as a full stop.
     """
     starts = list(doc.user_data.get(PARAGRAPH_STARTS, ()))
-    not_starts = [token.i + 1 for token in doc[1:-1]
-                  if token.text == "." and token.nbor(-1).is_digit and token.nbor(1).is_digit]
+    words = doc_words(doc)
+    not_starts = [i + 1 for i in range(1, len(words) - 1)
+                  if words[i] == "." and words[i - 1].isdigit() and words[i + 1].isdigit()]
     if starts or not_starts:
         # Set all at once: each Token.is_sent_start assignment scans the whole doc (spaCy checks
         # for a parse), which made long reports quadratic.

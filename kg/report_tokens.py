@@ -30,6 +30,8 @@ _PUNCTUATION_SPLITS = ((").", ") ."), ("%.", "% ."), (".'", ". '"), ("%,", "% ,"
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 #: ``Doc.user_data`` key: word indices that start a paragraph (the word after a blank line)
 PARAGRAPH_STARTS = "kg_paragraph_starts"
+#: ``Doc.user_data`` key: the doc's words as strings, token ``i`` being word ``i``
+WORDS = "kg_words"
 
 
 def radgraph_tokens(text: str) -> list[str]:
@@ -51,11 +53,19 @@ def is_radgraph_tokenised(text: str) -> bool:
     return radgraph_tokens(text) == text.split()
 
 
+def doc_words(doc: Doc) -> list[str]:
+    """The words of a doc made by :class:`RadGraphTokenizer` (token ``i`` is word ``i``)."""
+    words = doc.user_data.get(WORDS)
+    return words if words is not None else [token.text for token in doc]
+
+
 class RadGraphTokenizer:
     """A spaCy tokenizer producing :func:`radgraph_tokens`, one space after every token.
 
     The doc's ``user_data[PARAGRAPH_STARTS]`` lists the words that follow a blank line, so the
-    pipeline can start a sentence there although the tokens themselves carry no line breaks.
+    pipeline can start a sentence there although the tokens themselves carry no line breaks;
+    ``user_data[WORDS]`` keeps the words as strings, which later stages read without making a
+    spaCy ``Token`` per word (``doc.text`` costs about as much as tokenising again).
     """
 
     def __init__(self, vocab: Vocab) -> None:
@@ -71,6 +81,7 @@ class RadGraphTokenizer:
                 words.extend(tokens)
         doc = Doc(self.vocab, words=words)
         doc.user_data[PARAGRAPH_STARTS] = starts[1:]
+        doc.user_data[WORDS] = words
         return doc
 
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator[Doc]:

@@ -79,6 +79,17 @@ def test_a_hedge_ends_a_negation_but_a_linking_cue_does_not(extractor: Extractor
     assert entity(record, "pneumonia").label == "OBS-DA"
 
 
+def test_a_hedge_read_backwards_stops_at_a_linking_cue(extractor: Extractor) -> None:
+    # The finding before "suggests" is stated; only the readings after it are possibilities.
+    record = annotate(extractor, "Large opacity suggests pneumonia with atelectasis, effusion cannot be excluded.")
+    assert entity(record, "opacity").label == "OBS-DP"
+    assert entity(record, "large").label == "OBS-DP"
+    assert entity(record, "pneumonia").label == "OBS-U"
+    assert entity(record, "effusion").label == "OBS-U"
+    record = annotate(extractor, "Large opacity in the right lung, effusion cannot be excluded.")
+    assert entity(record, "opacity").label == "OBS-U"  # without a linking cue the hedge reaches it
+
+
 def test_observations_offered_as_alternatives_are_uncertain(extractor: Extractor) -> None:
     record = annotate(extractor, "Patchy atelectasis or pneumonia at the left base. Cardiomegaly and edema.")
     for tokens in ("patchy", "atelectasis", "pneumonia"):
@@ -178,6 +189,17 @@ def test_a_lexicon_phrase_is_cut_into_its_terms(extractor: Extractor) -> None:
     assert acute.label == "OBS-DA" and related(record, acute, "modify") == ["process"]
     assert related(record, entity(record, "congestion"), "located_at") == ["vascular"]
     assert related(record, entity(record, "pulmonary"), "modify") == ["vascular"]
+
+
+def test_a_device_name_stays_one_entity(extractor: Extractor) -> None:
+    # A device named by the lexicon as one phrase is not cut at its device-kind word, while a
+    # device kind before a bare device word still modifies it.
+    record = annotate(extractor, "Orogastric tube ends in the stomach. Central line tip in the SVC.")
+    assert entity(record, "Orogastric tube").label == "OBS-DP"
+    assert entity(record, "Central line").label == "OBS-DP"
+    assert not [e for e in record.entities.values() if e.tokens.lower() in ("orogastric", "central", "tube", "line")]
+    record = annotate(extractor, "Nasogastric tube ends in the stomach.")
+    assert related(record, entity(record, "Nasogastric"), "modify") == ["tube"]
 
 
 def test_anatomy_naming_the_imaging_study_is_no_entity(extractor: Extractor) -> None:
@@ -375,3 +397,51 @@ def test_a_negated_pseudo_cue_negates_its_own_last_word_only(extractor: Extracto
     record = annotate(extractor, "No change in the small pleural effusion.")
     assert entity(record, "change").label == "OBS-DA"
     assert entity(record, "effusion").label == "OBS-DP"
+
+
+def test_a_predicate_descriptor_modifies_the_observation_it_describes(extractor: Extractor) -> None:
+    record = annotate(extractor, "Small bilateral pleural effusions have increased. Support devices remain in place.")
+    assert related(record, entity(record, "increased"), "modify") == ["effusions"]
+    assert related(record, entity(record, "in place"), "modify") == ["devices"]
+    # Another entity between them is the descriptor's own subject.
+    record = annotate(extractor, "The effusion is small and the heart size is increased.")
+    assert related(record, entity(record, "increased"), "modify") == []
+
+
+def test_a_disease_named_by_organ_is_cut_as_anatomy_and_observation(extractor: Extractor) -> None:
+    record = annotate(extractor, "Mild congestive heart failure. Pulmonary hypertension. Increased interstitial markings.")
+    failure = entity(record, "failure")
+    assert related(record, failure, "located_at") == ["heart"]
+    assert related(record, entity(record, "congestive"), "modify") == ["failure"]
+    assert related(record, entity(record, "hypertension"), "located_at") == ["Pulmonary"]
+    assert related(record, entity(record, "markings"), "located_at") == ["interstitial"]
+
+
+def test_obscured_is_an_observation_not_a_hedge(extractor: Extractor) -> None:
+    record = annotate(extractor, "The catheter tip is obscured.")
+    assert entity(record, "obscured").label == "OBS-DP"
+    assert entity(record, "tip").label == "OBS-DP"
+
+
+def test_tissue_and_bone_words_are_anatomy_of_their_phrase(extractor: Extractor) -> None:
+    record = annotate(extractor, "Subcutaneous emphysema. No acute bony abnormality.")
+    emphysema = entity(record, "emphysema")
+    assert related(record, emphysema, "located_at") == ["Subcutaneous"]
+    abnormality = entity(record, "abnormality")
+    assert abnormality.label == "OBS-DA" and related(record, abnormality, "located_at") == ["bony"]
+    # The cut keeps the whole phrase's meaning: subcutaneous emphysema is no lung emphysema.
+    mentions = cached_extractor("rules").annotate_text("r", "Subcutaneous emphysema.").mentions
+    assert all("Emphysema" not in m.labels and "gk:emphysema" not in m.labels for m in mentions)
+
+
+def test_below_locates_like_a_location_word(extractor: Extractor) -> None:
+    record = annotate(extractor, "The nasogastric tube courses below the diaphragm.")
+    below = entity(record, "below")
+    assert below.label == "ANAT-DP" and related(record, below, "modify") == ["diaphragm"]
+
+
+def test_lobar_locates_and_a_device_cut_only_by_anatomy(extractor: Extractor) -> None:
+    record = annotate(extractor, "No lobar pneumonia. Sternal wires are intact.")
+    assert related(record, entity(record, "pneumonia"), "located_at") == ["lobar"]
+    assert entity(record, "lobar").label == "ANAT-DP"
+    assert related(record, entity(record, "wires"), "located_at") == ["Sternal"]
