@@ -30,10 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ablate", help="knowledge ablation: pretrain and compare the variants",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_arguments(parser, "pretrain_tiny")
+    add_config_arguments(parser, "ablate_tiny")
     parser.add_argument("--variants", nargs="+", default=[",".join(KNOWLEDGE_VARIANTS)],
                         help=f"knowledge variants (default: {','.join(KNOWLEDGE_VARIANTS)}) and method variants "
                              f"({', '.join(METHOD_VARIANT_NAMES)}), separated by commas or spaces")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                        help="training seeds: every variant runs once per seed (OUT/<variant>/seed_<s>/) and the "
+                             "table gives mean ± std over seeds, with intervals and tests over studies, seeds pooled "
+                             "(default: train.seed once, OUT/<variant>/)")
     parser.add_argument("--out", metavar="DIR", default="runs/ablation", help="output directory (default: runs/ablation)")
     parser.set_defaults(func=run)
 
@@ -45,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
     variants = parse_variants(",".join(args.variants))
     overrides = list(args.overrides) + ([f"data.manifest={args.data}"] if args.data else [])
-    config = load_config(PretrainConfig, args.config or builtin_config("pretrain_tiny"), overrides)
-    ablate(config, variants, args.out, show_progress=not args.no_progress)
+    config = load_config(PretrainConfig, args.config or builtin_config("ablate_tiny"), overrides)
+    ablate(config, variants, args.out, seeds=args.seeds, show_progress=not args.no_progress)
     return 0
