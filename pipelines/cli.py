@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pipelines.commands.build_dataset",
     "pipelines.commands.import_checkpoint",
     "pipelines.commands.reproduce",
+    "pipelines.commands.visualize",
 )
 
 

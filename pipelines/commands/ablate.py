@@ -13,12 +13,14 @@ budget, evaluate zero-shot image-report retrieval on the test split, and write O
 
   motor ablate --out runs/ablation
   motor ablate --variants none,full --set train.epochs=2 --out runs/ablation-short
+  motor ablate --variants none,gk --seeds 0 1 2 --out runs/ablation-seeds
   motor ablate --variants full m3ae:full arl:none arl:ak arl:rk arl:lk arl:full --out runs/methods
 
-Budget: with the tiny config (20 epochs of 30 steps on 600 synthetic studies at 64 px) a variant
-takes about 2 to 3.5 minutes on a 2-core CPU, all five about 13 minutes. Shorter budgets
-(--set train.epochs=6, about 4 minutes for all five) leave every variant near chance level
-(report and image R@10 between 17 and 25 % against a chance of 16.7 %).
+Default config: pipelines/configs/ablate_tiny.yaml, the tiny pretraining budget (600 steps of 16)
+on 2,000 synthetic studies at 64 px, whose 200 test studies make one study 0.5 points of recall.
+--seeds 0 1 2 runs every variant once per seed (OUT/<variant>/seed_<s>/): the table gives mean ± std
+over seeds, 95 % bootstrap intervals over test studies and paired permutation p-values against
+none, seeds pooled. Budget: see README, "Knowledge ablation: signal or noise".
 Variants already completed with the same settings are reused, so an interrupted ablation picks up
 where it stopped.
 """
