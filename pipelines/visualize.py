@@ -245,7 +245,7 @@ def fig2(run: LoadedRun, out_dir: Path, study: int = 0) -> list[Path]:
     plt = _pyplot()
     data = sk_hits(run, study)
     image = data.pop("_image")
-    figure = plt.figure(figsize=(11, 1.6 + 1.6 * max(1, len(data["hits"]))))
+    figure = plt.figure(figsize=(11, 1.2 + 1.3 * max(1, len(data["hits"]))))
     grid = figure.add_gridspec(1, 2, width_ratios=(1, 3))
     axis = figure.add_subplot(grid[0])
     axis.imshow(_display(image), cmap="gray")
@@ -297,7 +297,13 @@ def fig3(run: LoadedRun, out_dir: Path, study: int = 0) -> list[Path]:
     found = gk_attention_of(run, [study], dataset)
     cls, maps, nodes = found["cls_to_nodes"][0], found["node_to_patches"][0], found["node_ids"]
     side = int(round(maps.shape[1] ** 0.5))
-    top = [int(i) for i in np.argsort(-cls)[:TOP_NODES]]
+    # Maps of the most attended finding nodes: the organ nodes lead the [CLS] ranking (bar chart),
+    # the findings are what the paper's figure reads.
+    from kg.label_schema import label_schema
+
+    findings = set(label_schema().gk_findings) - {"normal"}
+    ranked = [int(i) for i in np.argsort(-cls)]
+    top = ([i for i in ranked if nodes[i] in findings] or ranked)[:TOP_NODES]
     image = _display(dataset[study]["image"])
     figure, axes = plt.subplots(1, 2 + len(top), figsize=(3.0 * (2 + len(top)), 3.3))
     axes[0].imshow(image, cmap="gray")
@@ -314,7 +320,8 @@ def fig3(run: LoadedRun, out_dir: Path, study: int = 0) -> list[Path]:
         figure.colorbar(heat, ax=axis, fraction=0.046, pad=0.02)
     for axis in (axes[0], *axes[2:]):
         axis.axis("off")
-    figure.suptitle(f"Fig. 3 — GK attention, last E_gk→v block, heads averaged ({run.label})", fontsize=10)
+    figure.suptitle(f"Fig. 3 — GK attention, last E_gk→v block, heads averaged ({run.label}); "
+                    "maps of the most attended finding nodes", fontsize=10)
     figure.tight_layout()
     data = {"study_id": dataset.items[study][0].study_id, "node_ids": nodes, "cls_to_nodes": cls.tolist(),
             "patch_grid": [side, side], "top_nodes": [nodes[i] for i in top],
@@ -326,8 +333,9 @@ def attention_shares(run: LoadedRun) -> dict[str, Any]:
     """Fig. 5's numbers: mean [CLS]→node attention share per ground-truth finding over the test split.
 
     Returns:
-        ``{"node_ids": [N], "classes": [...], "n_studies": {class: count}, "shares": {class: [N]}}``
-        with each share vector summing to 1 (classes without a positive test study left out).
+        ``{"node_ids": [N], "classes": [...], "n_studies": {class: count}, "shares": {class: [N]},
+        "all_studies": [N]}`` with each share vector summing to 1 (classes without a positive test
+        study left out; ``all_studies``: the mean over every test study).
     """
     dataset = _test_split(run)
     names, truth = findings_of(dataset)
@@ -343,7 +351,8 @@ def attention_shares(run: LoadedRun) -> dict[str, Any]:
         if positive.any():
             shares[name] = cls[positive].mean(0).tolist()
             counts[name] = int(positive.sum())
-    return {"node_ids": node_ids, "classes": list(shares), "n_studies": counts, "shares": shares}
+    return {"node_ids": node_ids, "classes": list(shares), "n_studies": counts, "shares": shares,
+            "all_studies": cls.mean(0).tolist()}
 
 
 def fig5(run: LoadedRun, out_dir: Path) -> list[Path]:
@@ -351,20 +360,29 @@ def fig5(run: LoadedRun, out_dir: Path) -> list[Path]:
     plt = _pyplot()
     data = attention_shares(run)
     nodes, classes = data["node_ids"], data["classes"]
-    columns = [n for n in nodes if n in classes] or nodes
-    matrix = np.array([[data["shares"][c][nodes.index(n)] for n in columns] for c in classes])
-    figure, axis = plt.subplots(figsize=(1.0 + 0.55 * len(columns), 1.2 + 0.45 * len(classes)))
-    image = axis.imshow(matrix, cmap="viridis", aspect="auto")
+    # Rows and columns in the same finding order, so a finding's own node lies on the diagonal.
+    columns = [c for c in classes if c in nodes] or nodes
+    overall = np.array([data["all_studies"][nodes.index(n)] for n in columns])
+    # Plotted: each share over its mean across all test studies (1 = no preference), because the
+    # raw shares differ more between studies (how much a study attends to findings at all) than
+    # between nodes; the CSV keeps the raw shares.
+    lift = np.array([[data["shares"][c][nodes.index(n)] for n in columns] for c in classes]) / overall
+    figure, axis = plt.subplots(figsize=(1.5 + 0.45 * len(columns), 1.4 + 0.42 * len(classes)))
+    from matplotlib.colors import TwoSlopeNorm
+
+    spread = max(float(np.abs(lift - 1).max()), 1e-3)
+    image = axis.imshow(lift, cmap="RdBu_r", aspect="auto", norm=TwoSlopeNorm(1.0, 1 - spread, 1 + spread))
     axis.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
     axis.set_yticks(range(len(classes)), [f"{c} (n={data['n_studies'][c]})" for c in classes], fontsize=8)
     axis.set_xlabel("GK node attended")
-    axis.set_ylabel("ground-truth finding of the test study")
-    for i in range(matrix.shape[0]):
-        j = int(np.argmax(matrix[i]))
-        axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.2))
-    figure.colorbar(image, ax=axis, label="mean share of [CLS] attention")
-    axis.set_title(f"Fig. 5 — GK attention share per finding ({run.label})\nwhite box: the most attended node",
-                   fontsize=10)
+    axis.set_ylabel("ground-truth finding of the test studies")
+    for i, name in enumerate(classes):
+        if name in columns:
+            j = columns.index(name)
+            axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
+    figure.colorbar(image, ax=axis, label="[CLS] attention share / its mean over all test studies")
+    axis.set_title(f"Fig. 5 — share of GK attention to each finding's node, per ground-truth finding\n"
+                   f"({run.label}; boxed: the finding's own node)", fontsize=10)
     figure.tight_layout()
     rows = [[c, data["n_studies"][c], *(f"{v:.6f}" for v in data["shares"][c])] for c in classes]
     return [_save_png(figure, out_dir / "fig5.png"),
@@ -467,7 +485,7 @@ def fig6(runs: Sequence[LoadedRun], out_dir: Path, n_studies: int = 4) -> list[P
     plt = _pyplot()
     data = generated_reports(runs, n_studies)
     columns = ["reference"] + [run.label for run in runs]
-    width = 34
+    width = 40
     figure, axes = plt.subplots(len(data["studies"]), len(columns),
                                 figsize=(3.6 * len(columns), 2.6 * len(data["studies"])), squeeze=False)
     for number, (row, study) in enumerate(zip(axes, data["studies"])):
@@ -481,7 +499,7 @@ def fig6(runs: Sequence[LoadedRun], out_dir: Path, n_studies: int = 4) -> list[P
             cells.append((found["text"], lines))
         for axis, name, (text, lines) in zip(row, columns, cells):
             axis.axis("off")
-            body = "\n".join(textwrap.wrap(text or "(empty)", width)[:9])
+            body = "\n".join(textwrap.wrap(text or "(empty)", width)[:12])
             axis.text(0, 1, body, va="top", fontsize=7, family="monospace", transform=axis.transAxes)
             for offset, (line, colour) in enumerate(reversed(lines)):
                 axis.text(0, 0.02 + 0.09 * offset, line, va="bottom", fontsize=7, color=colour,
