@@ -282,7 +282,9 @@ def ablation_significance_table(found: AblationSignificance | None) -> str:
     pooled = f", {found.n_seeds} training seeds pooled" if found.n_seeds > 1 else ""
     text = (f"\n95 % bootstrap intervals over the {n} test studies{pooled} (recall in percent; one study is "
             f"{100 / n:.1f} points):\n\n" + metrics_table(intervals, columns=columns, row_header="Variant"))
-    compared = {variant: {key: f"{100 * test.difference:+.1f} (p={test.p_value:.2f})" for key, test in row.items()}
+    # round(...) + 0.0 turns a -1e-17 difference of equal recalls into +0.0, not -0.0.
+    compared = {variant: {key: f"{round(100 * test.difference, 1) + 0.0:+.1f} (p={test.p_value:.2f})"
+                          for key, test in row.items()}
                 for variant, row in found.tests.items() if row}
     if compared:
         text += (f"\nDifference from {found.baseline} (points) and two-sided paired permutation p-value over the "
