@@ -82,7 +82,9 @@ def _smoke(table: str, out) -> dict:
     assert summary["smoke"] is True and summary["table"] == table
     for run in load_recipe(table).runs:
         assert json.loads((out / run.name / "metrics.json").read_text())["test"]
-        assert all(value is not None for value in summary["runs"][run.name].values()), run.name
+        # Smoke size turns METEOR off (eval.meteor: off, no Java needed); every other metric is there.
+        assert all(value is not None for label, value in summary["runs"][run.name].items()
+                   if label != "METEOR"), run.name
     assert (out / "pretrain" / "model").is_dir()
     assert (out / "table.md").read_text().startswith(f"# {table}: ")
     return summary
