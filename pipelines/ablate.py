@@ -10,6 +10,10 @@ retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over t
 with ``none`` among the variants, each variant's difference from it with a paired permutation
 p-value, :mod:`pipelines.report_significance`), ``ablation.png`` (bar chart) and the usual run bundle.
 
+With ``seeds``, every variant runs once per training seed into ``OUT/<variant>/seed_<s>/`` (same
+data, so the same test studies); the table then gives mean ± sample std over seeds, and the
+intervals and paired tests pool the seeds (:func:`pipelines.report_significance.ablation_significance`).
+
 A variant whose run directory already holds the results of the same configuration is not
 re-trained, so an interrupted ablation continues where it stopped.
 """
