@@ -10,6 +10,10 @@ retrieval R@1/5/10 in percent; then each recall's 95 % bootstrap interval over t
 with ``none`` among the variants, each variant's difference from it with a paired permutation
 p-value, :mod:`pipelines.report_significance`), ``ablation.png`` (bar chart) and the usual run bundle.
 
+With ``seeds``, every variant runs once per training seed into ``OUT/<variant>/seed_<s>/`` (same
+data, so the same test studies); the table then gives mean ± sample std over seeds, and the
+intervals and paired tests pool the seeds (:func:`pipelines.report_significance.ablation_significance`).
+
 A variant whose run directory already holds the results of the same configuration is not
 re-trained, so an interrupted ablation continues where it stopped.
 """
@@ -108,61 +112,108 @@ def ablate(
     variants: Sequence[str],
     out_dir: str | Path,
     *,
+    seeds: Sequence[int] | None = None,
     show_progress: bool = True,
     echo: Callable[[str], None] | None = print,
 ) -> RunResult:
-    """Pretrain and evaluate each knowledge variant with the same data, seed and budget.
+    """Pretrain and evaluate each knowledge variant with the same data, seed(s) and budget.
 
     Args:
         config: the pretraining configuration shared by all variants (its ``model.knowledge`` is
             replaced per variant).
         variants: knowledge switches to run, in table order.
         out_dir: output directory.
+        seeds: training seeds (``train.seed``) to run every variant with, each into
+            ``OUT/<variant>/seed_<s>/``; ``None`` runs ``config.train.seed`` once into
+            ``OUT/<variant>/``. The data (``data.synthetic_seed``) and so the test studies stay the
+            same for every seed.
         echo: where progress messages go; ``None`` is silent.
 
     Returns:
         The ablation's :class:`RunResult`; ``metrics[variant]`` is that variant's zero-shot
-        retrieval (``itc`` recalls with their ``chance`` levels, ``n``).
+        retrieval (``itc`` recalls with their ``chance`` levels, ``n``); with ``seeds``, the recalls
+        are the mean over seeds, with ``itc.std`` their sample standard deviation and ``seeds``
+        each seed's own retrieval.
     """
     from pipelines.pretrain import pretrain
 
     say = echo or (lambda message: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    seed_list = [config.train.seed] if seeds is None else list(seeds)
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise InputError(f"give each seed once, e.g. 0 1 2; got {seed_list}", field="--seeds")
     image_size = _image_size(config)
     manifest = prepare_data(config.data, out_dir, image_size, DistributedContext())
-    results: dict[str, Any] = {}
+    per_seed: dict[str, dict[int, Any]] = {}
+    run_dirs: dict[str, list[Path]] = {}
     for variant in variants:
-        variant_config = _variant_config(config, variant, manifest)
-        run_dir = out_dir / _directory(variant)
-        done = _finished(run_dir, variant_config)
-        if done is not None:
-            say(f"[{variant}] already done in {run_dir}; reusing its results")
-            results[variant] = done
-            continue
-        say(f"[{variant}] pretraining into {run_dir}")
-        result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
-        # Per-study ranks stay in the variant's own run (OUT/<variant>/per_study/), as for a reused run.
-        results[variant] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
+        per_seed[variant], run_dirs[variant] = {}, []
+        for seed in seed_list:
+            seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+            variant_config = _variant_config(seeded, variant, manifest)
+            run_dir = out_dir / _directory(variant) if seeds is None else out_dir / _directory(variant) / f"seed_{seed}"
+            run_dirs[variant].append(run_dir)
+            tag = variant if seeds is None else f"{variant}, seed {seed}"
+            done = _finished(run_dir, variant_config)
+            if done is not None:
+                say(f"[{tag}] already done in {run_dir}; reusing its results")
+                per_seed[variant][seed] = done
+                continue
+            say(f"[{tag}] pretraining into {run_dir}")
+            result = pretrain(variant_config, run_dir, show_progress=show_progress, echo=None)
+            # Per-study ranks stay in the variant's own run (<run_dir>/per_study/), as for a reused run.
+            per_seed[variant][seed] = split_per_study(result.metrics["zero_shot_retrieval"])[0]
+    if seeds is None:
+        results = {variant: runs[seed_list[0]] for variant, runs in per_seed.items()}
+    else:
+        results = {variant: pool_seeds(runs) for variant, runs in per_seed.items()}
     from pipelines.report_significance import ablation_significance, ablation_significance_table
 
-    uncertainty = ablation_significance({variant: out_dir / _directory(variant) for variant in variants})
+    uncertainty = ablation_significance(run_dirs)
     table = ablation_table(results) + ablation_significance_table(uncertainty)
     write_text_atomic(out_dir / "ablation.md", table)
     plot_ablation(results, out_dir / "ablation.png", intervals=uncertainty.intervals if uncertainty else None)
     ablation = RunResult(
         kind="ablate",
-        config={"variants": list(variants), "pretrain": to_dict(config)},
+        config={"variants": list(variants), "pretrain": to_dict(config),
+                **({"seeds": seed_list} if seeds is not None else {})},
         metrics=results,
-        seeds={"train": config.train.seed, "synthetic_data": config.data.synthetic_seed},
+        seeds={"train": seed_list[0] if seeds is None else seed_list, "synthetic_data": config.data.synthetic_seed},
         data={"manifest": describe_file(manifest)},
-        checkpoints={variant: f"{_directory(variant)}/model" for variant in variants},
+        checkpoints={variant: [str(d.relative_to(out_dir) / "model") for d in dirs] if seeds is not None
+                     else f"{_directory(variant)}/model" for variant, dirs in run_dirs.items()},
         metrics_markdown=table,
         run_dir=out_dir,
     )
     ablation.save_to_directory(out_dir)
     say(table)
     return ablation
+
+
+def pool_seeds(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One variant's zero-shot retrieval over several seeds: the mean of every recall.
+
+    Args:
+        runs: seed → retrieval as :func:`pipelines.evaluate.retrieval_evaluation` returns it.
+
+    Returns:
+        The first seed's retrieval with each ranking head's recalls replaced by their mean over
+        seeds, its ``std`` (sample standard deviation, 0 for one seed) beside them, and ``seeds``:
+        ``{seed: retrieval}``.
+    """
+    import numpy as np
+
+    first = next(iter(runs.values()))
+    pooled: dict[str, Any] = {**first, "seeds": {str(seed): retrieval for seed, retrieval in runs.items()}}
+    for head in ("itc", "itm"):
+        if head not in first:
+            continue
+        keys = [key for key, value in first[head].items() if isinstance(value, (int, float))]
+        values = {key: np.array([float(r[head][key]) for r in runs.values()]) for key in keys}
+        pooled[head] = {**first[head], **{key: float(v.mean()) for key, v in values.items()},
+                        "std": {key: float(v.std(ddof=1)) if v.size > 1 else 0.0 for key, v in values.items()}}
+    return pooled
 
 
 def _directory(variant: str) -> str:
@@ -192,17 +243,23 @@ def ablation_table(results: dict[str, dict[str, Any]]) -> str:
         else:
             marks = ["", "", ""]
         scores = ranked_by(retrieval)
-        recalls = [100 * scores[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
+        cells = []
+        for key in (f"{d}_R@{k}" for d in ("i2t", "t2i") for k in KS):
+            spread = scores.get("std", {}).get(key) if "seeds" in retrieval else None
+            cells.append(f"{100 * scores[key]:.1f}" + ("" if spread is None else f" ± {100 * spread:.1f}"))
         label = variant if retrieval.get("ranked_by", "itc") == "itc" else f"{variant} (ITM)"
-        lines.append("| " + " | ".join([label, *marks, *(f"{value:.1f}" for value in recalls)]) + " |")
+        lines.append("| " + " | ".join([label, *marks, *cells]) + " |")
     some = next(iter(results.values()))
     chance = [100 * ranked_by(some)["chance"][f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS]
     lines.append("| chance |  |  |  | " + " | ".join(f"{value:.1f}" for value in chance) + " |")
+    seeds = some.get("seeds")
+    over_seeds = (f"; mean ± sample std over {len(seeds)} training seeds ({', '.join(seeds)}) on the same data"
+                  if seeds else "")
     return (
         "\n".join(lines)
         + f"\n\nZero-shot retrieval on {some['n']} test studies (report retrieval: image → report; "
-        "image retrieval: report → image), recall in percent; rows marked (ITM) rank every pair by "
-        "ITM (methods without ITC), the others by ITC.\n"
+        "image retrieval: report → image), recall in percent" + over_seeds + "; rows marked (ITM) rank every "
+        "pair by ITM (methods without ITC), the others by ITC.\n"
     )
 
 

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "pipelines.commands.report",
     "pipelines.commands.build_dataset",
     "pipelines.commands.import_checkpoint",
+    "pipelines.commands.reproduce",
+    "pipelines.commands.visualize",
 )
 
 

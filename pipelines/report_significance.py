@@ -209,12 +209,14 @@ class AblationSignificance:
         intervals: variant → ``"i2t_R@K"`` / ``"t2i_R@K"`` → bootstrap :class:`Interval`.
         tests: variant → key → :class:`PairedComparison` against ``baseline`` (not for the
             baseline itself, and empty when the baseline was not run).
+        n_seeds: training seeds pooled in every interval and test.
     """
 
     n_studies: int
     baseline: str
     intervals: dict[str, dict[str, Interval]]
     tests: dict[str, dict[str, PairedComparison]]
+    n_seeds: int = 1
 
 
 def ablation_significance(
@@ -226,38 +228,42 @@ def ablation_significance(
     seed: int = 0,
     stem: str = "zero_shot_retrieval",
 ) -> AblationSignificance | None:
-    """Intervals of each variant's ITC recalls and paired tests against ``baseline``.
+    """Intervals of each variant's ITC recalls and paired tests against ``baseline``, seeds pooled.
 
     Args:
-        run_dirs: variant → its pretraining run directory (holding ``per_study/<stem>.jsonl``).
+        run_dirs: variant → its pretraining run directory (holding ``per_study/<stem>.jsonl``), or
+            a list of them, one per training seed in the same seed order for every variant.
         baseline: the variant compared against.
 
     Returns:
-        The figures, or ``None`` when a variant has no per-study file.
+        The figures, or ``None`` when a run has no per-study file.
     """
     from pathlib import Path
 
-    tables = {}
-    for variant, run_dir in run_dirs.items():
-        path = Path(run_dir) / PER_STUDY_DIR / f"{stem}.jsonl"
-        if not path.is_file():
+    tables: dict[str, list[dict[str, np.ndarray]]] = {}
+    for variant, dirs in run_dirs.items():
+        paths = [Path(d) / PER_STUDY_DIR / f"{stem}.jsonl" for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
+        if not paths or not all(path.is_file() for path in paths):
             return None
-        tables[variant] = read_per_study(path)
+        tables[variant] = [read_per_study(path) for path in paths]
     keys = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks]
-    found = AblationSignificance(len(next(iter(tables.values()))["study_id"]), baseline, {}, {})
+    found = AblationSignificance(len(next(iter(tables.values()))[0]["study_id"]), baseline, {}, {},
+                                 n_seeds=len(next(iter(tables.values()))))
 
-    def ranked_by(table: dict) -> str:
-        # The ranks a row's table reports: ITC, or ITM for a method without ITC (M3AE, ARL).
-        return "itc" if "itc_i2t_rank" in table else "itm"
+    def ranked_by(seeds: list[dict]) -> str:
+        # The ranks a row's tables report: ITC, or ITM for a method without ITC (M3AE, ARL).
+        return "itc" if "itc_i2t_rank" in seeds[0] else "itm"
 
-    for variant, table in tables.items():
+    for variant, seeds in tables.items():
         found.intervals[variant], found.tests[variant] = {}, {}
         for key in keys:
             direction, k = key.split("_R@")
-            metric = recall_at(int(k), f"{ranked_by(table)}_{direction}_rank")
-            found.intervals[variant][key] = bootstrap_ci(table, metric, n_resamples=n_resamples, seed=seed)
-            if baseline in tables and variant != baseline and ranked_by(table) == ranked_by(tables[baseline]):
-                found.tests[variant][key] = paired_test(table, tables[baseline], metric, n_permutations=n_resamples,
+            metric = recall_at(int(k), f"{ranked_by(seeds)}_{direction}_rank")
+            found.intervals[variant][key] = bootstrap_ci(seeds, metric, n_resamples=n_resamples, seed=seed)
+            base = tables.get(baseline)
+            if (base is not None and variant != baseline and ranked_by(seeds) == ranked_by(base)
+                    and len(seeds) == len(base)):
+                found.tests[variant][key] = paired_test(seeds, base, metric, n_permutations=n_resamples,
                                                         n_resamples=n_resamples, seed=seed)
     return found
 
@@ -273,11 +279,14 @@ def ablation_significance_table(found: AblationSignificance | None) -> str:
     intervals = {variant: {key: f"{100 * ci.value:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
                            for key, ci in row.items()} for variant, row in found.intervals.items()}
     n = found.n_studies
-    text = (f"\n95 % bootstrap intervals over the {n} test studies (recall in percent; one study is "
+    pooled = f", {found.n_seeds} training seeds pooled" if found.n_seeds > 1 else ""
+    text = (f"\n95 % bootstrap intervals over the {n} test studies{pooled} (recall in percent; one study is "
             f"{100 / n:.1f} points):\n\n" + metrics_table(intervals, columns=columns, row_header="Variant"))
-    compared = {variant: {key: f"{100 * test.difference:+.1f} (p={test.p_value:.2f})" for key, test in row.items()}
+    # round(...) + 0.0 turns a -1e-17 difference of equal recalls into +0.0, not -0.0.
+    compared = {variant: {key: f"{round(100 * test.difference, 1) + 0.0:+.1f} (p={test.p_value:.2f})"
+                          for key, test in row.items()}
                 for variant, row in found.tests.items() if row}
     if compared:
         text += (f"\nDifference from {found.baseline} (points) and two-sided paired permutation p-value over the "
-                 "same studies:\n\n" + metrics_table(compared, columns=columns, row_header="Variant"))
+                 f"same studies{pooled}:\n\n" + metrics_table(compared, columns=columns, row_header="Variant"))
     return text

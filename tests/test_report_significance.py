@@ -105,3 +105,20 @@ def test_ablation_table_gives_intervals_and_tests_against_none(tmp_path: Path) -
     assert float(report_r10.split("p=")[1].rstrip(") ")) < 0.05
     assert ablation_significance({**dirs, "gk": tmp_path / "absent"}) is None
     assert ablation_significance_table(None) == ""
+
+
+def test_ablation_significance_pools_seed_runs(tmp_path: Path) -> None:
+    from pipelines.report_significance import ablation_significance, ablation_significance_table
+
+    rng = np.random.default_rng(2)
+    dirs = {"none": [make_run(tmp_path, "none", s, rng.integers(1, 60, size=N)) for s in (0, 1)],
+            "full": [make_run(tmp_path, "full", s, rng.integers(1, 8, size=N)) for s in (0, 1)]}
+    found = ablation_significance(dirs, n_resamples=200)
+    assert found.n_seeds == 2
+    interval = found.intervals["full"]["i2t_R@10"]
+    assert interval.n_seeds == 2 and found.tests["full"]["i2t_R@10"].n_seeds == 2
+    assert found.tests["full"]["i2t_R@10"].p_value < 0.05
+    assert "2 training seeds pooled" in ablation_significance_table(found)
+    # A variant run with fewer seeds than the baseline gets an interval but no paired test.
+    found = ablation_significance({**dirs, "gk": dirs["full"][:1]}, n_resamples=50)
+    assert found.intervals["gk"] and not found.tests["gk"]

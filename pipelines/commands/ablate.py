@@ -18,6 +18,7 @@ budget, evaluate zero-shot image-report retrieval on the test split, and write O
 
   motor ablate --out runs/ablation
   motor ablate --variants none,full --set train.epochs=2 --out runs/ablation-short
+  motor ablate --variants none,gk --seeds 0 1 2 --out runs/ablation-seeds
   motor ablate --variants full m3ae:full arl:none arl:ak arl:rk arl:lk arl:full --out runs/methods
   motor ablate --variants medvill:bi medvill:s2s medvill:bar medvill:bi+s2s medvill:non_crossing --out runs/masks
 
@@ -30,10 +31,11 @@ OUT/methods.csv and OUT/methods.png (one row per method or variant, chance and b
   motor ablate --methods motor medvill --variants medvill:s2s --tasks diagnosis vqa --out runs/short
   motor ablate --methods motor m3ae arl medvill --finetune-set train.epochs=1 --out runs/methods-short
 
-Budget: with the tiny config (20 epochs of 30 steps on 600 synthetic studies at 64 px) a variant
-takes about 2 to 3.5 minutes on a 2-core CPU, all five about 13 minutes. Shorter budgets
-(--set train.epochs=6, about 4 minutes for all five) leave every variant near chance level
-(report and image R@10 between 17 and 25 % against a chance of 16.7 %).
+Default config: pipelines/configs/ablate_tiny.yaml, the tiny pretraining budget (600 steps of 16)
+on 2,000 synthetic studies at 64 px, whose 200 test studies make one study 0.5 points of recall.
+--seeds 0 1 2 runs every variant once per seed (OUT/<variant>/seed_<s>/): the table gives mean ± std
+over seeds, 95 % bootstrap intervals over test studies and paired permutation p-values against
+none, seeds pooled. Budget: see README, "Knowledge ablation: signal or noise".
 Variants already completed with the same settings are reused, so an interrupted ablation picks up
 where it stopped.
 """
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ablate", help="knowledge ablation: pretrain and compare the variants",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_arguments(parser, "pretrain_tiny")
+    add_config_arguments(parser, "ablate_tiny")
     parser.add_argument("--variants", nargs="+", default=None,
                         help=f"knowledge variants (default: {','.join(KNOWLEDGE_VARIANTS)}, none with --methods) and "
                              f"method variants ({', '.join(METHOD_VARIANT_NAMES)}), separated by commas or spaces")
@@ -57,18 +59,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="with --methods: override a finetuning setting of every task "
                                                   "(repeatable), e.g. train.epochs=1")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                        help="training seeds: every variant runs once per seed (OUT/<variant>/seed_<s>/) and the "
+                             "table gives mean ± std over seeds, with intervals and tests over studies, seeds pooled "
+                             "(default: train.seed once, OUT/<variant>/; not with --methods: run seeds with --set train.seed=S "
+                             "into separate OUT directories and pool them with motor report)")
     parser.add_argument("--out", metavar="DIR", default="runs/ablation", help="output directory (default: runs/ablation)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ablation and print its table."""
+    from kg.errors import InputError
     from pipelines.ablate import ablate, parse_variants
     from pipelines.config import PretrainConfig, builtin_config, load_config
 
     overrides = list(args.overrides) + ([f"data.manifest={args.data}"] if args.data else [])
-    config = load_config(PretrainConfig, args.config or builtin_config("pretrain_tiny"), overrides)
+    config = load_config(PretrainConfig, args.config or builtin_config("ablate_tiny"), overrides)
     if args.methods:
+        if args.seeds:
+            raise InputError("--seeds is for knowledge ablations; compare methods over seeds by running --methods "
+                             "once per --set train.seed=S into separate --out directories and pooling them with "
+                             "motor report", field="--seeds")
         from pipelines.compare_methods import compare_methods, parse_methods
 
         variants = parse_variants(",".join(args.variants)) if args.variants else []
@@ -77,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
         # The table is written either way; a task that failed for a row makes the command fail.
         return 1 if result.metrics.get("failures") else 0
     variants = parse_variants(",".join(args.variants or [",".join(KNOWLEDGE_VARIANTS)]))
-    ablate(config, variants, args.out, show_progress=not args.no_progress)
+    ablate(config, variants, args.out, seeds=args.seeds, show_progress=not args.no_progress)
     return 0
