@@ -360,6 +360,21 @@ class M3AEModel(nn.Module):
         batch = {**(batch or {}), "input_ids": input_ids, "attention_mask": attention_mask}
         return self.match_logits(self.text_side(batch), self.image_tokens(images)).softmax(-1)[:, 1]
 
+    # ------------------------------------------------------------------ downstream heads
+    def diagnosis_head(self, num_labels: int | None = None) -> nn.Module:
+        """Diagnosis from the fused pooled output of the image and the empty report
+        (:class:`model.coattention_heads.FusedDiagnosisHead`)."""
+        from model.coattention_heads import FusedDiagnosisHead
+
+        return FusedDiagnosisHead(self, num_labels)
+
+    def vqa_head(self, num_answers: int) -> nn.Module:
+        """Answer classification from the fused pooled output of the image and the question
+        (:class:`model.coattention_heads.FusedVQAHead`)."""
+        from model.coattention_heads import FusedVQAHead
+
+        return FusedVQAHead(self, num_answers)
+
     # ------------------------------------------------------------------ bookkeeping
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component (``image_encoder``, ``text_encoder``, then each existing part)."""

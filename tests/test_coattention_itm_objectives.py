@@ -136,3 +136,77 @@ def test_itc_adds_its_projections_and_loss_and_draws_itm_negatives_by_similarity
     assert drawn[0].std() > 0  # similarities, not the uniform weights of plain M3AE
     output.loss.backward()
     assert with_itc.vision_proj.weight.grad.abs().sum() > 0 and with_itc.temp.grad is not None
+
+
+# ---------------------------------------------------------------------------- downstream heads
+@pytest.mark.parametrize("method", ["m3ae", "arl"])
+def test_diagnosis_reads_the_fused_pooled_output_of_the_image_alone(tokenizer, method):
+    from model.coattention_heads import FusedDiagnosisHead
+
+    config = tiny(method)
+    names = ["heart", "effusion"] if config.parts.knowledge.uses_entities else None
+    torch.manual_seed(0)
+    model = get_method(method).build(config, tokenizer, entity_names=names)
+    head = model.diagnosis_head(num_labels=14)
+    assert isinstance(head, FusedDiagnosisHead) and head.fusion is model.parts.fusion
+    assert head.image_encoder is model.image_encoder  # shared, not copied
+    batch = make_batch(tokenizer, config)
+    batch["labels"] = torch.nan_to_num(batch["labels"], nan=0.0)
+    output = head(batch)
+    assert head.logits(batch["image"]).shape == (4, 14) and torch.isfinite(output.loss)
+    output.loss.backward()
+    for part in (head.classifier, head.fusion, head.image_encoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    head.eval()
+    other = make_batch(tokenizer, config)
+    other["input_ids"] = other["input_ids"].roll(1, 0)  # another report: the image alone decides
+    torch.testing.assert_close(head.logits(batch["image"]), head.logits(other["image"]))
+    assert not torch.allclose(head.logits(batch["image"]), head.logits(batch["image"].flip(0)))
+
+
+@pytest.mark.parametrize("method", ["m3ae", "arl"])
+def test_vqa_reads_the_fused_pooled_output_of_image_and_question(tokenizer, method):
+    from model.coattention_heads import FusedVQAHead
+
+    config = tiny(method)
+    names = ["heart", "effusion"] if config.parts.knowledge.uses_entities else None
+    torch.manual_seed(0)
+    model = get_method(method).build(config, tokenizer, entity_names=names)
+    head = model.vqa_head(num_answers=5)
+    assert isinstance(head, FusedVQAHead)
+    batch = make_batch(tokenizer, config)
+    batch["answer"] = torch.tensor([0, 1, 2, -100])
+    output = head(batch)
+    output.loss.backward()
+    assert head.classifier.mlp[-1].weight.grad.abs().sum() > 0 and head.text_encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    head.eval()
+    logits = head.logits(batch["image"], batch["input_ids"], batch["attention_mask"])
+    asked_otherwise = head.logits(batch["image"], batch["input_ids"].roll(1, 0), batch["attention_mask"].roll(1, 0))
+    assert logits.shape == (4, 5) and not torch.allclose(logits, asked_otherwise)
+    with pytest.raises(InputError, match="at least 2 answers"):
+        model.vqa_head(num_answers=1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("method", ["m3ae", "arl"])
+def test_finetune_diagnosis_and_vqa_from_a_method_checkpoint(tmp_path, method):
+    import json
+    import math
+
+    from pipelines.cli import main
+
+    small = ["--no-progress", "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "eval.batch_size=8"]
+    pretrained = tmp_path / "pretrain"
+    assert main(["pretrain", "--method", method, "--out", str(pretrained), "--set", "data.synthetic_n=24",
+                 "--set", "model.objectives=itm,mlm", *small]) == 0
+    for task, figure in (("diagnosis", lambda m: m["macro_f1"]), ("vqa", lambda m: m["model"]["overall"])):
+        run_dir = tmp_path / task
+        assert main(["finetune", "--task", task, "--from", str(pretrained), "--out", str(run_dir), *small]) == 0
+        assert (run_dir / "head.safetensors").is_file()
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert math.isfinite(figure(metrics["test"]))
+        # evaluate rebuilds the method's own head from the saved weights and gets the same figures
+        assert main(["evaluate", "--task", task, "--model", str(run_dir), "--out", str(tmp_path / f"{task}-eval")]) == 0
+        again = json.loads((tmp_path / f"{task}-eval" / "metrics.json").read_text())
+        assert figure(again["test"]) == pytest.approx(figure(metrics["test"]))

@@ -1,4 +1,5 @@
-"""Diagnosis finetuning: linear heads on E_v's [CLS] with BCE; AUROC per class and mean, F1."""
+"""Diagnosis finetuning: linear heads on E_v's [CLS] (M3AE / ARL: a classifier on the fused pooled output)
+with BCE; AUROC per class and mean, F1."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,10 @@ class DiagnosisTask(Task):
 
         super().__init__(*args, **kwargs)
         self.names = [c.name for c in load_chexpert_classes(self.motor.config.labels_file)]
-        self.module = DiagnosisHead(self.motor, num_labels=len(self.names)).to(self.device)
+        # A method with its own head (M3AE, ARL: the fused pooled output) builds it; else E_v's [CLS].
+        own = getattr(self.motor, "diagnosis_head", None)
+        head = own(len(self.names)) if own is not None else DiagnosisHead(self.motor, num_labels=len(self.names))
+        self.module = head.to(self.device)
 
     def evaluate(self, dataset: Dataset) -> dict[str, Any]:
         from pipelines.evaluate import diagnosis_evaluation

@@ -113,6 +113,15 @@ class VQACollator:
         return batch
 
 
+def vqa_head(model: Any, num_answers: int) -> Any:
+    """The method's own VQA head when it has one (M3AE, ARL: the fused pooled output of image and
+    question), else MOTOR's :class:`model.heads.VQAHead` over E_{v→t}."""
+    from model.heads import VQAHead
+
+    own = getattr(model, "vqa_head", None)
+    return own(num_answers) if own is not None else VQAHead(model, num_answers)
+
+
 class VQATask(Task):
     """Answer classification over E_{v→t}; open, closed and overall accuracy."""
 
@@ -120,7 +129,6 @@ class VQATask(Task):
 
     def __init__(self, motor: Any, manifest: Path, eval_config: EvalConfig, device: torch.device, *,
                  missing: str = "error", vqa_manifest: Path | None = None) -> None:
-        from model.heads import VQAHead
         from pipelines.evaluate import majority_answers, vqa_records
 
         self.vqa_manifest = vqa_manifest or companion_file(manifest, VQA_MANIFEST_NAME)
@@ -132,7 +140,7 @@ class VQATask(Task):
         self.vocabulary = AnswerVocabulary.from_answers(answers)
         self.majority = majority_answers(answers, kinds)
         self.collate = VQACollator(self.collate, self.vocabulary)
-        self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
+        self.module = vqa_head(self.motor, len(self.vocabulary)).to(self.device)
 
     @property
     def image_manifest(self) -> Path:
@@ -171,9 +179,7 @@ class VQATask(Task):
         self.vocabulary.save(run_dir / ANSWERS_FILE)
 
     def load_head(self, run_dir: Path) -> None:
-        from model.heads import VQAHead
-
         self.vocabulary = AnswerVocabulary.load(run_dir / ANSWERS_FILE)
         self.collate = VQACollator(self.collate.collator, self.vocabulary)
-        self.module = VQAHead(self.motor, len(self.vocabulary)).to(self.device)
+        self.module = vqa_head(self.motor, len(self.vocabulary)).to(self.device)
         load_head_weights(self.module.classifier, run_dir / HEAD_FILE, self.device)
