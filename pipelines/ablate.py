@@ -62,8 +62,9 @@ def _variant_config(config: PretrainConfig, variant: str, manifest: Path) -> Pre
     if switches is None:
         model = {**config.model, "knowledge": variant}
     else:
-        # The shared settings (preset, sizes) stay; MOTOR's knowledge switch is not the method's.
-        model = {k: v for k, v in config.model.items() if k not in ("knowledge", "method", "coattention")}
+        # The shared settings (preset, sizes) stay; MOTOR's knowledge switch is not the method's, and
+        # an objectives list would override the variant's switches.
+        model = {k: v for k, v in config.model.items() if k not in ("knowledge", "method", "coattention", "objectives")}
         model.update(method=switches.method, coattention=switches.coattention)
     return dataclasses.replace(
         config,
