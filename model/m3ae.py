@@ -23,7 +23,8 @@ One training step, top to bottom as :meth:`M3AEModel.forward` runs it:
    text (their column of P is dropped), so their knowledge cannot give the answer away.
 
 Total loss: ``itm_weight·L_itm + itc_weight·L_itc + mlm_weight·L_mlm + mim_weight·L_mim +
-ak_weight·L_ak``, each term only when its objective is on (``config.active_objectives``) (a part that is off has no parameters and no work).
+ak_weight·L_ak``, each term only when its objective is on (``config.active_objectives``; a part
+that is off has no parameters and no work).
 
 Zero-shot retrieval has no ITC space to rank in: it ranks by ITM match probability over all
 image-report pairs (:meth:`M3AEModel.match_matrix`).
@@ -263,7 +264,8 @@ class M3AEModel(nn.Module):
         if hasattr(self.parts, "mlm_head") or hasattr(self.parts, "mim_decoder"):
             losses.update(self._masked_losses(batch, images, image_tokens, text, generator))
 
-        weights = {"itm": cfg.itm_weight, "itc": cfg.itc_weight, "mlm": cfg.mlm_weight, "mim": cfg.mim_weight, "ak": cfg.ak_weight}
+        weights = {"itm": cfg.itm_weight, "itc": cfg.itc_weight, "mlm": cfg.mlm_weight, "mim": cfg.mim_weight,
+                   "ak": cfg.ak_weight}
         total = sum(weights[name] * value for name, value in losses.items())
         return MotorOutput(loss=total, losses=losses)
 
