@@ -67,7 +67,8 @@ class _FusedHead(nn.Module):
         if self.fusion.uses_knowledge:
             batch = input_ids.shape[0]
             empty = torch.full((batch, 1), PADDING_ENTITY, dtype=torch.long, device=input_ids.device)
-            entities = self.entity_table.inputs(empty, torch.zeros(batch, 1, input_ids.shape[1], device=input_ids.device))
+            position_map = torch.zeros(batch, 1, input_ids.shape[1], device=input_ids.device)
+            entities = self.entity_table.inputs(empty, position_map)
         fused = self.fusion(text, attention_mask, self.image_encoder(images), None, entities)
         return self.classifier(fused.text_pooled, fused.image_pooled)
 

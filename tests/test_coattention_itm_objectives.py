@@ -130,7 +130,8 @@ def test_itc_adds_its_projections_and_loss_and_draws_itm_negatives_by_similarity
     batch = make_batch(tokenizer, config)
     drawn = []
     original = m3ae.sample_hard_negatives
-    monkeypatch.setattr(m3ae, "sample_hard_negatives", lambda i2t, t2i, index: drawn.append(i2t) or original(i2t, t2i, index))
+    monkeypatch.setattr(m3ae, "sample_hard_negatives",
+                        lambda i2t, t2i, index: drawn.append(i2t) or original(i2t, t2i, index))
     output = with_itc(batch)
     assert set(output.losses) == {"itm", "itc", "mlm", "mim"}
     assert drawn[0].std() > 0  # similarities, not the uniform weights of plain M3AE
@@ -178,7 +179,8 @@ def test_vqa_reads_the_fused_pooled_output_of_image_and_question(tokenizer, meth
     batch["answer"] = torch.tensor([0, 1, 2, -100])
     output = head(batch)
     output.loss.backward()
-    assert head.classifier.mlp[-1].weight.grad.abs().sum() > 0 and head.text_encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert head.classifier.mlp[-1].weight.grad.abs().sum() > 0
+    assert head.text_encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     head.eval()
     logits = head.logits(batch["image"], batch["input_ids"], batch["attention_mask"])
     asked_otherwise = head.logits(batch["image"], batch["input_ids"].roll(1, 0), batch["attention_mask"].roll(1, 0))
