@@ -5,11 +5,13 @@ One training step, top to bottom as :meth:`M3AEModel.forward` runs it:
 1. E_v encodes the whole image → f_v (B, 1 + N, vision_width); E_t encodes the report → f_t
    (B, L, text_width). Both are the classes MOTOR uses (:mod:`model.encoders`); E_t is built
    without cross-attention, since the fusion module does the cross-modal work.
-2. ITM on the **unmasked** pass: each report is paired with its own image, with a random other
-   study's image, and each image with a random other study's report (in-batch negatives drawn
-   uniformly, as M3AE's reference code does; MOTOR draws them by ITC similarity, which M3AE
-   lacks). The co-attention fusion reads each pair and :class:`PairMatchingHead` scores both
-   pooled [CLS] outputs. Masked views never reach ITM.
+2. ITM on the **unmasked** pass: each report is paired with its own image, with another study's
+   image, and each image with another study's report. Without ITC the in-batch negatives are drawn
+   uniformly (M3AE's reference code); with the ``itc`` objective (ALBEF's contrastive loss on the
+   uni-modal [CLS] features, projected and L2-normalised, in-batch, no queue) they are drawn in
+   proportion to the softmax of the ITC similarity, as ALBEF and MOTOR do. The co-attention fusion
+   reads each pair and :class:`PairMatchingHead` scores both pooled [CLS] outputs. Masked views
+   never reach ITM or ITC.
 3. AK (ARL, ``knowledge.ak``, Eq. 10–14): the uni-modal [CLS] features of image and report score
    every entity of the vocabulary; BCE against the report's entity set.
 4. The **masked** pass, once for MLM and MIM together (as M3AE): the report with 15 % of its
@@ -20,8 +22,9 @@ One training step, top to bottom as :meth:`M3AEModel.forward` runs it:
    the report's entities; in the masked pass, entities whose tokens were masked do not reach the
    text (their column of P is dropped), so their knowledge cannot give the answer away.
 
-Total loss: ``itm_weight·L_itm + mlm_weight·L_mlm + mim_weight·L_mim + ak_weight·L_ak``, each
-term only when its part is switched on (a part that is off has no parameters and no work).
+Total loss: ``itm_weight·L_itm + itc_weight·L_itc + mlm_weight·L_mlm + mim_weight·L_mim +
+ak_weight·L_ak``, each term only when its objective is on (``config.active_objectives``; a part
+that is off has no parameters and no work).
 
 Zero-shot retrieval has no ITC space to rank in: it ranks by ITM match probability over all
 image-report pairs (:meth:`M3AEModel.match_matrix`).
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kg.errors import InputError
@@ -43,6 +47,7 @@ from model.encoders import ImageEncoder, LocalBert, build_text_encoder, text_con
 from model.fusion import EntityInputs
 from model.losses import (
     IGNORE_INDEX,
+    ContrastiveLoss,
     KnowledgeAlignmentLoss,
     MaskedImageModelingLoss,
     MaskedLanguageModelingLoss,
@@ -126,6 +131,11 @@ class M3AEModel(nn.Module):
             entity_names=entity_names,
         )
         self.itm_loss = MatchingLoss()
+        if "itc" in config.active_objectives:
+            self.vision_proj = nn.Linear(config.vision_width, config.embed_dim)
+            self.text_proj = nn.Linear(config.text_width, config.embed_dim)
+            self.temp = nn.Parameter(torch.tensor(config.temperature))
+            self.itc_loss = ContrastiveLoss()
         if parts.mlm.enabled:
             self.mlm_loss = MaskedLanguageModelingLoss()
         if parts.mim.enabled:
@@ -227,7 +237,7 @@ class M3AEModel(nn.Module):
             alpha: accepted for the shared pretraining loop (MOTOR's distillation weight); unused.
 
         Returns:
-            :class:`model.motor.MotorOutput` with ``losses`` keys ``itm`` and, when switched on,
+            :class:`model.motor.MotorOutput` with ``losses`` keys ``itm`` and, when on, ``itc``,
             ``mlm``, ``mim``, ``ak``.
         """
         del alpha
@@ -241,7 +251,11 @@ class M3AEModel(nn.Module):
         image_tokens = self.image_tokens(images)
         text = self.text_side(batch)
 
-        losses = {"itm": self._matching_loss(text, image_tokens, index)}
+        losses = {}
+        similarity = None
+        if hasattr(self, "itc_loss"):
+            losses["itc"], similarity = self._contrastive_loss(image_tokens, text, index)
+        losses["itm"] = self._matching_loss(text, image_tokens, index, similarity)
         if hasattr(self.parts, "alignment_head"):
             image_logits, text_logits = self.parts.alignment_head(  # Eq. 10–13
                 image_tokens[:, 0], text.tokens[:, 0], self.parts.entity_table.weight)
@@ -250,15 +264,36 @@ class M3AEModel(nn.Module):
         if hasattr(self.parts, "mlm_head") or hasattr(self.parts, "mim_decoder"):
             losses.update(self._masked_losses(batch, images, image_tokens, text, generator))
 
-        weights = {"itm": cfg.itm_weight, "mlm": cfg.mlm_weight, "mim": cfg.mim_weight, "ak": cfg.ak_weight}
+        weights = {"itm": cfg.itm_weight, "itc": cfg.itc_weight, "mlm": cfg.mlm_weight, "mim": cfg.mim_weight,
+                   "ak": cfg.ak_weight}
         total = sum(weights[name] * value for name, value in losses.items())
         return MotorOutput(loss=total, losses=losses)
 
-    def _matching_loss(self, text: TextSide, image_tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _contrastive_loss(self, image_tokens: torch.Tensor, text: TextSide,
+                          index: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """ITC on the uni-modal [CLS] features, in-batch (ALBEF without queue or momentum encoder).
+
+        Returns the loss and ``(sim_i2t, sim_t2i)`` (B, B), which ITM draws its hard negatives by.
+        """
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+        image_feats = F.normalize(self.vision_proj(image_tokens[:, 0]), dim=-1)
+        text_feats = F.normalize(self.text_proj(text.tokens[:, 0]), dim=-1)
+        empty = image_feats.new_zeros(0, image_feats.shape[1])
+        # The online features stand in for the momentum ones, so with alpha 0 this is CLIP's loss
+        # with studies of the same index counted as positives.
+        loss, sim_i2t, sim_t2i = self.itc_loss(image_feats, text_feats, image_feats, text_feats, empty, empty,
+                                               index, index.new_zeros(0), self.temp, 0.0)
+        return loss, (sim_i2t, sim_t2i)
+
+    def _matching_loss(self, text: TextSide, image_tokens: torch.Tensor, index: torch.Tensor,
+                       similarity: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         batch = image_tokens.shape[0]
-        # Uniform weights: a random other study of the batch for each image and each report.
-        uniform = torch.zeros(batch, batch, device=image_tokens.device)
-        negative_text, negative_image = sample_hard_negatives(uniform, uniform, index)
+        if similarity is None:
+            # Uniform weights: a random other study of the batch for each image and each report.
+            uniform = torch.zeros(batch, batch, device=image_tokens.device)
+            similarity = (uniform, uniform)
+        negative_text, negative_image = sample_hard_negatives(*similarity, index)
         # Matched pairs, then each report with a negative image, then each image with a negative report.
         rows = torch.arange(batch, device=image_tokens.device)
         texts = text.select(torch.cat([rows, rows, negative_text]))
@@ -326,6 +361,21 @@ class M3AEModel(nn.Module):
         """Match probability of each (image i, report i) pair: (B,) in [0, 1] (``batch`` carries ARL's entities)."""
         batch = {**(batch or {}), "input_ids": input_ids, "attention_mask": attention_mask}
         return self.match_logits(self.text_side(batch), self.image_tokens(images)).softmax(-1)[:, 1]
+
+    # ------------------------------------------------------------------ downstream heads
+    def diagnosis_head(self, num_labels: int | None = None) -> nn.Module:
+        """Diagnosis from the fused pooled output of the image and the empty report
+        (:class:`model.coattention_heads.FusedDiagnosisHead`)."""
+        from model.coattention_heads import FusedDiagnosisHead
+
+        return FusedDiagnosisHead(self, num_labels)
+
+    def vqa_head(self, num_answers: int) -> nn.Module:
+        """Answer classification from the fused pooled output of the image and the question
+        (:class:`model.coattention_heads.FusedVQAHead`)."""
+        from model.coattention_heads import FusedVQAHead
+
+        return FusedVQAHead(self, num_answers)
 
     # ------------------------------------------------------------------ bookkeeping
     def parameter_counts(self) -> dict[str, int]:

@@ -7,7 +7,12 @@ methods, so ``knowledge`` must stay ``none``. What M3AE and ARL add is one ``coa
 mapping, read as :class:`model.coattention_config.CoAttentionConfig` (``fusion``, ``mlm``,
 ``mim``, ``knowledge`` sections), and the weights of their objectives::
 
-    loss = itm_weight·L_itm + mlm_weight·L_mlm + mim_weight·L_mim + ak_weight·L_ak
+    loss = itm_weight·L_itm + itc_weight·L_itc + mlm_weight·L_mlm + mim_weight·L_mim + ak_weight·L_ak
+
+``objectives`` names the losses trained, from :data:`OBJECTIVES` of the method (``[itm, mlm]``:
+M3AE without MIM); it sets the ``mlm`` / ``mim`` / ``knowledge.ak`` switches, so a run without an
+objective is the method with that part switched off. ``itc`` (ALBEF's contrastive loss on the
+uni-modal ``[CLS]`` features) is not in the papers: it gives ITM its hard negatives (below).
 
 A preset is looked up as ``<method>_<name>.yaml`` first (``M3AEConfig.preset("tiny")`` reads
 ``model/presets/m3ae_tiny.yaml``), so ``model: {method: m3ae, preset: tiny}`` picks the method's
@@ -23,6 +28,12 @@ from kg.errors import InputError
 from model.coattention_config import CoAttentionConfig
 from model.config import PRESETS_DIR, MotorConfig
 
+#: The objectives each co-attention method can train, by name. ``ak`` needs ARL's entity table.
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "m3ae": ("itm", "itc", "mlm", "mim"),
+    "arl": ("itm", "itc", "mlm", "mim", "ak"),
+}
+
 
 @dataclass
 class M3AEConfig(MotorConfig):
@@ -34,8 +45,11 @@ class M3AEConfig(MotorConfig):
         entities_file: ARL only: the entity vocabulary, one name per line (``None``: the
             vocabulary is read from the training reports' entities when the model is built by
             the pretraining pipeline).
+        objectives: the losses trained, a list or a comma-separated string of names from
+            :data:`OBJECTIVES` (``None``: ITM plus the switched-on parts). When given, it sets
+            ``coattention.mlm.enabled``, ``mim.enabled`` and ``knowledge.ak``.
         mlm_weight / mim_weight / ak_weight: weights of the MLM, MIM and knowledge-alignment
-            losses (``itm_weight`` is MotorConfig's).
+            losses (``itm_weight``, ``itc_weight``, ``embed_dim`` and ``temperature`` are MotorConfig's).
         report_decoder: the model carries a report decoder (set when report generation attached
             one, :meth:`model.m3ae.M3AEModel.attach_report_decoder`; the methods have none).
     """
@@ -45,6 +59,7 @@ class M3AEConfig(MotorConfig):
     knowledge: str = "none"
     coattention: dict[str, Any] = field(default_factory=dict)
     entities_file: str | None = None
+    objectives: list[str] | str | None = None
     mlm_weight: float = 1.0
     mim_weight: float = 1.0
     ak_weight: float = 1.0
@@ -57,12 +72,49 @@ class M3AEConfig(MotorConfig):
                              "and switch ARL's parts with coattention.knowledge.ak / rk / lk", field="knowledge")
         if not isinstance(self.coattention, dict):
             raise InputError("expected a mapping of fusion / mlm / mim / knowledge sections", field="coattention")
+        if self.objectives is not None:
+            self.objectives = self._checked_objectives(self.objectives)
+            knowledge = self.coattention.get("knowledge", {})
+            if "ak" not in OBJECTIVES[self.method]:
+                knowledge = {k: v for k, v in knowledge.items() if k != "ak"}
+            else:
+                knowledge = {**knowledge, "ak": "ak" in self.objectives}
+            self.coattention = {**self.coattention,
+                                "mlm": {**self.coattention.get("mlm", {}), "enabled": "mlm" in self.objectives},
+                                "mim": {**self.coattention.get("mim", {}), "enabled": "mim" in self.objectives},
+                                "knowledge": knowledge}
         parts = self.parts  # validates every section now, not at build time
         if parts.mim.enabled and self.image_size % self.patch_size:
             raise InputError("MIM needs whole patches", field="image_size")
         for name in ("mlm_weight", "mim_weight", "ak_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
+
+    def _checked_objectives(self, value: Any) -> list[str]:
+        known = OBJECTIVES[self.method]
+        names = value.replace("+", ",").split(",") if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"expected a list of objective names from {', '.join(known)}; got {value!r}",
+                             field="objectives")
+        names = [n.strip() for n in names if n.strip()]
+        for name in names:
+            if name not in known:
+                raise InputError(f"{self.method} cannot train objective {name!r}; its objectives are "
+                                 f"{', '.join(known)}", field="objectives")
+        if "itm" not in names:
+            # Zero-shot retrieval, validation and the retrieval task rank by ITM.
+            raise InputError(f"{self.method} needs itm (its retrieval ranks by ITM); got {', '.join(names) or 'none'}",
+                             field="objectives")
+        return [n for n in known if n in names]  # canonical order, duplicates dropped
+
+    @property
+    def active_objectives(self) -> list[str]:
+        """The losses this config trains: ``objectives``, or ITM plus every switched-on part."""
+        if self.objectives is not None:
+            return list(self.objectives)
+        parts = self.parts
+        return ["itm"] + [name for name, on in (("mlm", parts.mlm.enabled), ("mim", parts.mim.enabled),
+                                                ("ak", parts.knowledge.ak)) if on]
 
     @property
     def parts(self) -> CoAttentionConfig:

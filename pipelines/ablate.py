@@ -79,7 +79,8 @@ def _variant_config(config: PretrainConfig, variant: str, manifest: Path) -> Pre
 
 
 #: Model settings that select a method's own variant; never carried over from one method to another.
-METHOD_SWITCHES = ("knowledge", "coattention", "attention_mask")
+# An objectives list would override a variant's switches, so it is not shared either.
+METHOD_SWITCHES = ("knowledge", "coattention", "attention_mask", "objectives")
 
 
 def shared_model_settings(model: dict[str, Any], method: str) -> dict[str, Any]:

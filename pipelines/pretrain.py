@@ -202,10 +202,10 @@ def pretrain(
 
 
 def _parts_summary(model_config: Any) -> str:
-    """The switched-on parts of a co-attention method, e.g. ``mlm+mim+ak``."""
+    """The objectives and knowledge parts of a co-attention method beside ITM, e.g. ``mlm+mim+ak+rk+lk``."""
     parts = model_config.parts
-    on = [name for name, enabled in (("mlm", parts.mlm.enabled), ("mim", parts.mim.enabled), ("ak", parts.knowledge.ak),
-                                     ("rk", parts.knowledge.rk), ("lk", parts.knowledge.lk)) if enabled]
+    on = [name for name in model_config.active_objectives if name != "itm"]
+    on += [name for name, enabled in (("rk", parts.knowledge.rk), ("lk", parts.knowledge.lk)) if enabled]
     return "+".join(on) or "itm"
 
 

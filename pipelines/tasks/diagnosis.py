@@ -1,4 +1,5 @@
-"""Diagnosis finetuning: linear heads on E_v's [CLS] with BCE; AUROC per class and mean, F1."""
+"""Diagnosis finetuning: linear heads on E_v's [CLS] (M3AE / ARL: a classifier on the fused pooled output)
+with BCE; AUROC per class and mean, F1."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,8 @@ class DiagnosisTask(Task):
             self.collate = MotorCollator.from_config(self.motor.tokenizer, self.motor.config, len(self.names))
             if self.entities is not None:
                 self.collate = self.entities.collator(self.collate)
-        # A method with its own head (MedViLL: the joint [CLS]) builds it; else E_v's [CLS].
+        # A method with its own head (M3AE, ARL: the fused pooled output; MedViLL: the joint [CLS])
+        # builds it; else E_v's [CLS].
         build = getattr(self.motor, "diagnosis_head", None)
         head = build(len(self.names)) if build else DiagnosisHead(self.motor, num_labels=len(self.names))
         self.module = head.to(self.device)

@@ -238,7 +238,8 @@ def make_vqa_head(motor: Any, vocabulary: AnswerVocabulary) -> torch.nn.Module:
     :class:`model.heads.QuestionTypeVQAHead` for closed and open answers kept apart."""
     from model.heads import QuestionTypeVQAHead, VQAHead
 
-    # A method with its own head (MedViLL: the joint [CLS]) builds it; else E_{v→t}'s.
+    # A method with its own head (M3AE, ARL: the fused pooled output of image and question;
+    # MedViLL: the joint [CLS]) builds it; else E_{v→t}'s.
     build = getattr(motor, "vqa_head", None)
     if vocabulary.closed is None:
         return build(len(vocabulary)) if build else VQAHead(motor, len(vocabulary))
