@@ -5,8 +5,9 @@ A recipe is a YAML file under ``pipelines/configs/reproduce/`` (``table1.yaml`` 
 * ``title``: what the table measures;
 * ``datasets``: each dataset the table needs, by key (``mimic-cxr``, ``iu-xray``, ``chestxray14``,
   ``vqa-rad``, ``slake``), with the ``motor build-dataset`` command that makes it (a string, or a
-  mapping with ``build``, ``set`` (config items only that dataset needs, e.g. its label set) and
-  ``vqa: true`` for a VQA manifest);
+  mapping with ``build``, ``set`` (config items only that dataset needs), ``label_set`` (the
+  diagnosis classes of ``graphs/labels_<name>.yaml`` its build writes as ``labels_<name>.csv``, e.g.
+  ``chestxray14``) and ``vqa: true`` for a VQA manifest);
 * ``runs``: the finetuning runs, each ``{name, task, dataset, set: {key: value}, report: {metric
   key: column}}``, at the paper's settings (the header comment of each file says where each number
   comes from in the reference code, and what motor-kg does differently).
@@ -15,7 +16,9 @@ Every table starts from the MOTOR pretraining of ``pretrain_mimic.yaml`` (run in
 unless ``--from`` names a finished pretraining run). The user passes the built datasets as
 ``--data KEY=PATH``. ``--dry-run`` prints the ``motor`` commands and the resolved configs without
 running anything; ``--smoke`` runs every step at tiny size on the embedded synthetic set, which
-stands in for every dataset (``smoke.yaml``), to check a recipe end to end in seconds.
+stands in for every dataset (``smoke.yaml``), to check a recipe end to end in seconds; a dataset
+with a label set gets a copy of it with random labels of that set (``OUT/data/<key>/``), so smoke
+diagnosis trains and scores the set's classes.
 
 A finished reproduction leaves one run bundle per step in ``OUT/<step>/`` and ``OUT/table.md`` /
 ``OUT/table.json`` with each run's reported metrics.
@@ -35,6 +38,7 @@ from kg.atomic import write_text_atomic
 from kg.errors import InputError
 from pipelines.config import CONFIG_DIR, FinetuneConfig, PretrainConfig, builtin_config, dump_config, load_config
 from pipelines.prepare import VQA_MANIFEST_NAME
+from pipelines.tasks.label_sets import LABEL_SET_YAML, LABELS_CSV
 
 RECIPE_DIR = CONFIG_DIR / "reproduce"
 TABLES = ("table1", "table2", "table3", "table4", "table5")
@@ -45,12 +49,13 @@ PRETRAIN_STEP = "pretrain"
 
 @dataclass
 class DatasetSpec:
-    """A dataset a recipe needs: how to build it, and config items only it needs."""
+    """A dataset a recipe needs: how to build it, config items only it needs, its diagnosis label set."""
 
     key: str
     build: str
     settings: dict[str, Any] = field(default_factory=dict)
     vqa: bool = False
+    label_set: str | None = None
 
 
 @dataclass
@@ -139,8 +144,15 @@ def load_recipe(table: str) -> Recipe:
         spec = {"build": value} if isinstance(value, str) else _mapping(value, path, f"datasets.{key}", "build")
         if not isinstance(spec.get("build"), str):
             raise InputError("give the motor build-dataset command", file=path, record=f"datasets.{key}", field="build")
+        label_set = spec.get("label_set")
+        if label_set is not None:
+            from graphs import GRAPHS_DIR
+
+            if not isinstance(label_set, str) or not (GRAPHS_DIR / LABEL_SET_YAML.format(name=label_set)).is_file():
+                raise InputError(f"no label set {label_set!r} (graphs/{LABEL_SET_YAML.format(name=label_set)})",
+                                 file=path, record=f"datasets.{key}", field="label_set")
         datasets[key] = DatasetSpec(key, spec["build"], _mapping(spec.get("set"), path, f"datasets.{key}", "set"),
-                                    bool(spec.get("vqa", False)))
+                                    bool(spec.get("vqa", False)), label_set)
     runs = []
     if not isinstance(data["runs"], list) or not data["runs"]:
         raise InputError("give at least one run", file=path, field="runs")
@@ -253,7 +265,7 @@ def plan(
         settings = {"task": run.task, "init_from": source, **run.settings}
         if smoke:
             settings.update(smoke_settings.get("finetune") or {})
-            settings["data.manifest"] = str(synthetic)
+            settings["data.manifest"] = str(smoke_manifest(out_dir, spec))
         else:
             settings.update(spec.settings)
             path = data[run.dataset]
@@ -328,6 +340,11 @@ def reproduce(
     steps = plan(recipe, out_dir, data=data, from_run=from_run, smoke=smoke, overrides=overrides)
     if smoke:
         _synthetic(out_dir, steps)
+        for key in dict.fromkeys(run.dataset for run in recipe.runs):
+            if recipe.datasets[key].label_set is not None:
+                _smoke_label_set(out_dir, recipe.datasets[key])
+    else:
+        _check_label_sets(recipe, data or {})
     results: dict[str, Any] = {}
     for number, step in enumerate(steps, start=1):
         echo(f"[{number}/{len(steps)}] {step.command()}")
@@ -354,3 +371,52 @@ def _synthetic(out_dir: Path, steps: Sequence[Step]) -> None:
     smoke = _read_yaml(RECIPE_DIR / f"{SMOKE_FILE}.yaml")
     size = int((smoke.get("pretrain") or {}).get("model.image_size", 32))
     prepare_data(DataConfig(synthetic_n=int(smoke.get("synthetic_n", 40))), out_dir, size, DistributedContext())
+
+
+def _check_label_sets(recipe: Recipe, data: Mapping[str, str]) -> None:
+    """Each dataset with a label set has its ``labels_<set>.csv`` beside its manifest; without it
+    diagnosis would silently fall back to the CheXpert labels of the records.
+
+    Raises:
+        InputError: the file is missing (named, with the command that writes it).
+    """
+    from pipelines.prepare import find_manifest
+
+    for key in dict.fromkeys(run.dataset for run in recipe.runs):
+        spec = recipe.datasets[key]
+        if spec.label_set is not None and key in data:
+            labels = find_manifest(data[key]).parent / LABELS_CSV.format(name=spec.label_set)
+            if not labels.is_file():
+                raise InputError(f"dataset {key!r} has no {labels.name} beside its manifest; "
+                                 f"build it with: {spec.build}", file=labels, field="--data")
+
+
+def smoke_manifest(out_dir: str | Path, spec: DatasetSpec) -> Path:
+    """The manifest ``--smoke`` runs ``spec``'s runs on: the synthetic set, or for a dataset with a
+    label set its copy in ``OUT/data/<key>/`` (:func:`_smoke_label_set`)."""
+    data = Path(out_dir) / "data"
+    return data / (f"{spec.key}/manifest.jsonl" if spec.label_set is not None else "manifest.jsonl")
+
+
+def _smoke_label_set(out_dir: Path, spec: DatasetSpec) -> None:
+    """Copy the synthetic set for ``spec`` with ``labels_<set>.csv`` beside it: each study a seeded
+    random 1 / 0 per class of the set, as ``motor build-dataset`` writes a real one (the smoke
+    figures mean nothing; this makes diagnosis train and score the set's classes)."""
+    import csv
+    import random
+    from dataclasses import replace
+
+    from kg.manifest import read_manifest, write_manifest
+    from pipelines.builders.chestxray14 import read_label_set
+
+    source = out_dir / "data" / "manifest.jsonl"
+    target = smoke_manifest(out_dir, spec)
+    records = [replace(r, image=[str((source.parent / image).resolve()) for image in r.images])
+               for r in read_manifest(source)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(records, target)
+    names = read_label_set(LABEL_SET_YAML.format(name=spec.label_set)).names
+    rng = random.Random(0)
+    rows = [["study_id", *names]] + [[r.study_id, *(rng.choice("01") for _ in names)] for r in records]
+    with (target.parent / LABELS_CSV.format(name=spec.label_set)).open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)

@@ -68,8 +68,12 @@ def load_motor(source: Source, overrides: dict[str, Any] | None = None, device: 
     with ``overrides`` of its config (e.g. dropout or loss weights) applied by rebuilding it and
     loading the same weights.
 
+    One override may add weights: ``views: all`` on a model pretrained with ``views: first`` adds
+    the view projection (``image_encoder.view_proj``), freshly initialised, as the reference code
+    creates ``iu_proj`` when finetuning a single-view MIMIC-CXR pretraining on IU-Xray.
+
     Raises:
-        InputError: an override changes the architecture, so the weights no longer fit.
+        InputError: an override changes the architecture otherwise, so the weights no longer fit.
     """
     from model.pretrained import load_pretrained
 
@@ -79,10 +83,15 @@ def load_motor(source: Source, overrides: dict[str, Any] | None = None, device: 
         # ARL's entity vocabulary is not part of its config: it travels with the loaded model.
         extra = {"entity_names": motor.entity_names} if getattr(motor, "entity_names", None) else {}
         rebuilt = type(motor)(config, motor.tokenizer, **extra)
+        adds_views = getattr(motor.config, "views", None) == "first" and getattr(config, "views", None) == "all"
         try:
-            rebuilt.load_state_dict(motor.state_dict(), strict=True)
+            result = rebuilt.load_state_dict(motor.state_dict(), strict=not adds_views)
         except RuntimeError as err:
             raise InputError(f"the model overrides change its architecture: {err}", field="model") from None
+        if adds_views:
+            other = [key for key in result.missing_keys if ".view_proj." not in f".{key}"] + list(result.unexpected_keys)
+            if other:
+                raise InputError(f"the model overrides change its architecture: {', '.join(other[:5])}", field="model")
         motor = rebuilt
     return motor.to(device)
 
