@@ -136,8 +136,7 @@ def test_irm_loss_falls_on_a_tiny_learnable_problem(tokenizer):
 
 @pytest.mark.slow
 def test_irm_learns_from_random_pairs_when_scored_on_clean_text(tokenizer):
-    # forward() draws fresh pairs every step. With IRM read from the MLM pass the masked words
-    # keep this tiny model at log 2 for hundreds of steps; on the unmasked reports it learns.
+    # forward() draws fresh pairs every step; IRM alone, scored on the unmasked reports.
     model = _build(tokenizer, num_visual_tokens=4, mlm_weight=0.0, irm_clean_text=True)
     batch = _learnable_batch(tokenizer)
     batch = {k: torch.cat([v, v]) for k, v in batch.items()}  # 8 pairs a step
