@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kg.errors import InputError
+from model.batch_standardiser import BatchStandardiser
 
 
 def draw_matched(batch: int, probability: float = 0.5, generator: torch.Generator | None = None,
@@ -101,16 +102,22 @@ class ImageReportMatchingHead(nn.Module):
     ``forward(joint_cls (B, width), text_cls=None) -> logits (B, 2)``. Under ``non_crossing``
     neither [CLS] has seen the other modality, so both feed the head through their elementwise
     product, as MedViLL's reference code combines them.
+
+    Departure from the paper: the [CLS] feature is standardised over the batch before the pooler
+    (:class:`model.batch_standardiser.BatchStandardiser`, whose docstring says why; running
+    statistics at evaluation). From random initialisation the joint [CLS] of different pairs has
+    cosine 0.99995 at the tiny test size, and without it IRM stays at log 2.
     """
 
     def __init__(self, width: int) -> None:
         super().__init__()
+        self.norm = BatchStandardiser(width)
         self.pooler = nn.Linear(width, width)
         self.classifier = nn.Linear(width, 2)
 
     def forward(self, joint_cls: torch.Tensor, text_cls: torch.Tensor | None = None) -> torch.Tensor:
         feature = joint_cls if text_cls is None else joint_cls * text_cls
-        return self.classifier(torch.tanh(self.pooler(feature)))
+        return self.classifier(torch.tanh(self.pooler(self.norm(feature))))
 
 
 class ImageReportMatchingLoss(nn.Module):

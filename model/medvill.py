@@ -33,6 +33,7 @@ from torch import nn
 
 from kg.errors import InputError
 from model.attention_masks import sample_mask_scheme
+from model.batch_standardiser import running_statistics
 from model.irm import ImageReportMatchingHead, ImageReportMatchingLoss, draw_matched, sample_irm_negatives
 from model.losses import IGNORE_INDEX, MaskedLanguageModelingLoss
 from model.masking import TokenMasker
@@ -162,9 +163,11 @@ class MedVillModel(nn.Module):
     def irm_scores(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    scheme: str | None = None) -> torch.Tensor:
         """Match probability of each (image i, report i) pair: (B,) in [0, 1], under
-        ``scheme`` (default :attr:`understanding_scheme`)."""
+        ``scheme`` (default :attr:`understanding_scheme`). The IRM head standardises with its running
+        statistics, so a pair's score does not depend on the batch, even in training mode."""
         scheme = scheme or self.understanding_scheme
-        return self.irm_logits(self.encode(images, input_ids, attention_mask, scheme)).softmax(dim=-1)[:, 1]
+        with running_statistics(self.irm_head):
+            return self.irm_logits(self.encode(images, input_ids, attention_mask, scheme)).softmax(dim=-1)[:, 1]
 
     # ------------------------------------------------------------------ retrieval (every pair by IRM)
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
@@ -184,7 +187,8 @@ class MedVillModel(nn.Module):
         Args:
             image_tokens: (N_images, V, width) from :meth:`image_tokens`.
             text: N_reports reports (:meth:`text_side`).
-            pairs_per_call: pairs encoded at once.
+            pairs_per_call: pairs encoded at once; the scores do not depend on it (the IRM head
+                standardises with its running statistics, even in training mode).
         """
         n_images, n_texts = image_tokens.shape[0], text.ids.shape[0]
         per_call = max(1, pairs_per_call // n_texts)
@@ -195,7 +199,9 @@ class MedVillModel(nn.Module):
             visual = chunk.repeat_interleave(n_texts, dim=0)
             ids, mask = text.ids.repeat(chunk.shape[0], 1), text.mask.repeat(chunk.shape[0], 1)
             output = self.encoder.encode_embedded(visual, ids, mask, text.scheme)
-            rows.append(self.irm_logits(output).softmax(-1)[:, 1].reshape(chunk.shape[0], n_texts))
+            with running_statistics(self.irm_head):
+                logits = self.irm_logits(output)
+            rows.append(logits.softmax(-1)[:, 1].reshape(chunk.shape[0], n_texts))
         return torch.cat(rows)
 
     # ------------------------------------------------------------------ downstream heads

@@ -9,16 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.batch_standardiser import BatchStandardiser
+
 
 class PairMatchingHead(nn.Module):
     """ITM on the co-attention fusion: matched / unmatched logits from both pooled ``[CLS]`` features.
 
     ``forward(text_pooled (B, D), image_pooled (B, D)) -> logits (B, 2)`` of a linear layer over
     their concatenation (M3AE, ARL), standardised feature by feature over the batch first
-    (``BatchNorm1d``; running statistics at evaluation); :class:`model.losses.MatchingLoss` takes
-    the logits.
+    (:class:`model.batch_standardiser.BatchStandardiser`; running statistics at evaluation);
+    :class:`model.losses.MatchingLoss` takes the logits.
 
-    Why the batch norm (not in the papers, whose encoders start pretrained): from random
+    Why the standardisation (not in the papers, whose encoders start pretrained): from random
     initialisation the pooled ``[CLS]`` of both streams is nearly the same vector for every input
     (cosine 0.997 between different pairs at the tiny preset; the text encoder's own ``[CLS]``
     0.99996), because ``[CLS]`` is dominated by its own embedding and the attention is near
@@ -29,7 +31,7 @@ class PairMatchingHead(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(2 * width)
+        self.norm = BatchStandardiser(2 * width)
         self.classifier = nn.Linear(2 * width, 2)
 
     def forward(self, text_pooled: torch.Tensor, image_pooled: torch.Tensor) -> torch.Tensor:

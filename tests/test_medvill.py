@@ -1,6 +1,8 @@
 """MedViLL end to end on a tiny model: pretraining losses under every mask, learning, save/load, S2S generation."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from medvill_cases import tiny_medvill_config
@@ -134,8 +136,7 @@ def test_irm_loss_falls_on_a_tiny_learnable_problem(tokenizer):
 
 @pytest.mark.slow
 def test_irm_learns_from_random_pairs_when_scored_on_clean_text(tokenizer):
-    # forward() draws fresh pairs every step. With IRM read from the MLM pass the masked words
-    # keep this tiny model at log 2 for hundreds of steps; on the unmasked reports it learns.
+    # forward() draws fresh pairs every step; IRM alone, scored on the unmasked reports.
     model = _build(tokenizer, num_visual_tokens=4, mlm_weight=0.0, irm_clean_text=True)
     batch = _learnable_batch(tokenizer)
     batch = {k: torch.cat([v, v]) for k, v in batch.items()}  # 8 pairs a step
@@ -145,11 +146,114 @@ def test_irm_learns_from_random_pairs_when_scored_on_clean_text(tokenizer):
     assert end < 0.6 * start, (start, end)
 
 
+def _six_studies(tokenizer) -> dict:
+    # Six studies, each its own image (a bright block in its own place), report and finding.
+    samples = make_samples(6)
+    for study, sample in enumerate(samples):
+        image = torch.full((3, 64, 64), 0.1)
+        row, col = divmod(study, 3)
+        image[:, row * 32 : row * 32 + 32, col * 21 : col * 21 + 21] = 0.9
+        sample["image"] = image
+        sample["labels"] = torch.zeros_like(sample["labels"])
+        sample["labels"][study] = 1.0
+    return MotorCollator(tokenizer, max_len=40)(samples)
+
+
+def _train_decaying(model: MedVillModel, batch: dict, steps: int, lr: float) -> list[float]:
+    """IRM losses of ``steps`` steps of ``forward`` (fresh pairs each step), the rate decaying to 0
+    as in the pretraining schedule, so the last steps leave the running statistics settled."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    generator = torch.Generator().manual_seed(0)
+    history = []
+    for _ in range(steps):
+        output = model(batch, scheme="bar", generator=generator)
+        optimiser.zero_grad()
+        output.loss.backward()
+        optimiser.step()
+        schedule.step()
+        history.append(float(output.losses["irm"].detach()))
+    return history
+
+
+@torch.no_grad()
+def _own_report_ranks(model: MedVillModel, batch: dict) -> list[int]:
+    """0-based rank of each image's own report among all reports, by eval-mode IRM scores."""
+    model.eval()
+    scores = model.match_matrix(model.image_tokens(batch["image"]), model.text_side(batch))
+    model.train()
+    own = scores.diagonal().unsqueeze(1)
+    return (scores > own).sum(dim=1).tolist()
+
+
+def test_joint_cls_is_nearly_constant_at_initialisation_yet_irm_learns_from_fresh_pairs(tokenizer):
+    # From random initialisation the joint [CLS] hardly depends on the pair; a plain linear head
+    # then fits the 1 : 1 prior and IRM stays at log 2 (0.69): the head must standardise it.
+    model = _build(tokenizer, num_visual_tokens=4, mlm_weight=0.0)
+    batch = _six_studies(tokenizer)
+    with torch.no_grad():
+        model.eval()
+        cls = model.encode(batch["image"], batch["input_ids"], batch["attention_mask"], "bar").joint_cls
+        model.train()
+    cosine = torch.nn.functional.cosine_similarity(cls.unsqueeze(1), cls.unsqueeze(0), dim=-1)
+    assert cosine.min() > 0.999
+    history = _train_decaying(model, batch, steps=150, lr=1e-3)
+    end = sum(history[-25:]) / 25
+    assert end < 0.9 * math.log(2), history[::10]
+    # Retrieval scores every pair in eval mode, with the running statistics: above chance
+    # (a random order puts the own report at mean rank 2.5 of 0..5).
+    ranks = _own_report_ranks(model, batch)
+    assert sum(ranks) / len(ranks) < 1.5, ranks
+
+
+@pytest.mark.slow
+def test_irm_read_from_the_mlm_pass_learns_and_retrieves_from_random_initialisation(tokenizer):
+    # The paper's step: MLM and IRM from one masked pass, fresh pairs each step.
+    model = _build(tokenizer, num_visual_tokens=4)
+    batch = _six_studies(tokenizer)
+    history = _train_decaying(model, batch, steps=300, lr=1e-3)
+    end = sum(history[-25:]) / 25
+    assert end < 0.8 * math.log(2), history[::20]
+    ranks = _own_report_ranks(model, batch)
+    assert sum(ranks) / len(ranks) < 1.0, ranks
+
+
+def test_irm_scores_use_the_running_statistics_not_the_pairs_scored_together(tokenizer):
+    model = _build(tokenizer, seed=2)
+    batch = _batch(tokenizer, n=5)
+    with torch.no_grad():
+        for seed in range(3):  # training steps set the running statistics
+            model(batch, generator=torch.Generator().manual_seed(seed))
+    norm = model.irm_head.norm
+    statistics = [norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.clone()]
+    model.eval()
+    images, text = model.image_tokens(batch["image"]), model.text_side(batch)
+    whole = model.match_matrix(images, text)
+    # One image per call, or one pair: the same scores as all 25 pairs at once.
+    assert torch.allclose(model.match_matrix(images, text, pairs_per_call=1), whole, atol=1e-6)
+    own = model.irm_scores(batch["image"], batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(own, whole.diagonal(), atol=1e-6)
+    assert torch.allclose(model.irm_scores(batch["image"][:1], batch["input_ids"][:1], batch["attention_mask"][:1]),
+                          own[:1], atol=1e-6)
+    # Scoring while training neither reads the batch's statistics nor changes the running ones.
+    model.train()
+    model.encoder.eval()  # only the head's mode differs from the scores above
+    assert torch.allclose(model.irm_scores(batch["image"], batch["input_ids"], batch["attention_mask"]), own, atol=1e-6)
+    assert torch.allclose(model.match_matrix(images, text), whole, atol=1e-6)
+    assert norm.training
+    after = [norm.running_mean, norm.running_var, norm.num_batches_tracked]
+    assert all(torch.equal(a, b) for a, b in zip(statistics, after))
+
+
 # ---------------------------------------------------------------------------- save / load
 def test_save_pretrained_round_trip_in_the_shared_format(tmp_path, tokenizer):
     from model.pretrained import load_pretrained, read_method
 
-    model = _build(tokenizer, seed=1).eval()
+    model = _build(tokenizer, seed=1)
+    with torch.no_grad():  # a training step moves the IRM head's running statistics off their defaults
+        model(_batch(tokenizer), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    assert model.irm_head.norm.running_mean.abs().sum() > 0
     model.save_pretrained(tmp_path / "model")
     assert read_method(tmp_path / "model") == "medvill"
     assert (tmp_path / "model" / "model.safetensors").is_file()
