@@ -42,6 +42,7 @@ from torch import nn
 
 from kg.errors import InputError
 from model.arl_knowledge import entity_targets
+from model.batch_standardiser import running_statistics
 from model.coattention import CoAttentionParts
 from model.encoders import ImageEncoder, LocalBert, build_text_encoder, text_config
 from model.fusion import EntityInputs
@@ -352,7 +353,10 @@ class M3AEModel(nn.Module):
             # Every report against every image of the chunk, image-major.
             texts = cat_text([text] * chunk.shape[0])
             images = chunk.repeat_interleave(n_texts, dim=0)
-            rows.append(self.match_logits(texts, images).softmax(-1)[:, 1].reshape(chunk.shape[0], n_texts))
+            # Running statistics in any mode: a pair's score never depends on the pairs scored with it.
+            with running_statistics(self.parts.itm_head):
+                logits = self.match_logits(texts, images)
+            rows.append(logits.softmax(-1)[:, 1].reshape(chunk.shape[0], n_texts))
         return torch.cat(rows)
 
     @torch.no_grad()
@@ -360,7 +364,9 @@ class M3AEModel(nn.Module):
                    batch: dict[str, Any] | None = None) -> torch.Tensor:
         """Match probability of each (image i, report i) pair: (B,) in [0, 1] (``batch`` carries ARL's entities)."""
         batch = {**(batch or {}), "input_ids": input_ids, "attention_mask": attention_mask}
-        return self.match_logits(self.text_side(batch), self.image_tokens(images)).softmax(-1)[:, 1]
+        with running_statistics(self.parts.itm_head):
+            logits = self.match_logits(self.text_side(batch), self.image_tokens(images))
+        return logits.softmax(-1)[:, 1]
 
     # ------------------------------------------------------------------ downstream heads
     def diagnosis_head(self, num_labels: int | None = None) -> nn.Module:

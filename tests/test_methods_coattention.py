@@ -180,6 +180,30 @@ def test_match_matrix_scores_every_pair_as_itm_scores_does(tokenizer):
                                model.itm_scores(batch["image"], *swapped))
 
 
+def test_itm_scoring_uses_the_running_statistics_in_any_mode(tokenizer):
+    """Scores never depend on the pairs scored together, and scoring never moves the statistics."""
+    config = tiny()
+    model = build(config, tokenizer).eval()
+    batch = make_batch(tokenizer, config)
+    norm = model.parts.itm_head.norm
+    norm.running_mean.uniform_(-0.5, 0.5)  # away from the defaults, so batch statistics would differ
+    expected = model.match_matrix(model.image_tokens(batch["image"]), model.text_side(batch))
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    model.train()
+    with torch.no_grad():
+        in_training = model.match_matrix(model.image_tokens(batch["image"]), model.text_side(batch), pairs_per_call=1)
+        pairs = model.itm_scores(batch["image"], batch["input_ids"], batch["attention_mask"])
+    assert norm.training
+    for key, value in norm.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    model.eval()
+    torch.testing.assert_close(model.match_matrix(model.image_tokens(batch["image"]), model.text_side(batch)),
+                               expected)
+    # Dropout is off in tiny(), so training mode changes nothing but the norm's mode: scores agree.
+    torch.testing.assert_close(in_training, expected)
+    torch.testing.assert_close(pairs, expected.diagonal())
+
+
 @pytest.mark.timeout(120)
 def test_pretrain_cli_runs_m3ae_and_ranks_retrieval_by_itm(tmp_path):
     import json
