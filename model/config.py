@@ -36,6 +36,8 @@ UNMENTIONED_POLICIES = ("negative", "ignore")
 VIEWS = ("first", "all")
 #: ``sk_fusion`` values: how E_{sk→v} sees the k retrieved reports (:class:`model.knowledge.SKEncoder`).
 SK_FUSIONS = ("concat", "weighted_sum")
+#: The objectives MOTOR can train, in canonical order; ``mim`` is the only optional one.
+MOTOR_OBJECTIVES = ("itc", "itm", "lm", "mlc", "mim")
 
 
 @dataclass
@@ -104,7 +106,19 @@ class MotorConfig:
         temperature: initial ITC temperature (learned, clamped to [0.001, 0.5]).
 
     Loss weights (Eq. 15): ``loss = itc_weight·L_itc + itm_weight·L_itm + lm_weight·L_lm +
-    mlc_weight·L_mlc`` (the MLC term only with ``knowledge: full``).
+    mlc_weight·L_mlc`` (the MLC term only with ``knowledge: full``), plus ``mim_weight·L_mim``
+    when ``objectives`` includes ``mim``.
+
+    Objectives:
+        objectives: the losses trained, a list or a comma-separated string of names from
+            :data:`MOTOR_OBJECTIVES` (``None``: MOTOR's own set, :attr:`active_objectives`).
+            ``itc``, ``itm`` and ``lm`` are always required (ITC gives ITM its hard negatives and
+            SK retrieval its features, retrieval ranks by ITM, generation needs the LM decoder)
+            and ``mlc`` goes with ``knowledge: full`` (it is part of that variant), so the only
+            free choice is ``mim``: masked image modelling on a separate pass of E_v over the
+            visible patches, with M3AE's MIM decoder at its default sizes (75 % of patches
+            masked, per-patch normalised pixels, :class:`model.coattention_config.MIMConfig`).
+        mim_weight: weight of the MIM loss.
     """
 
     knowledge: str = "full"
@@ -163,11 +177,54 @@ class MotorConfig:
     itm_weight: float = 1.0
     lm_weight: float = 1.0
     mlc_weight: float = 1.0
+    # objectives beside MOTOR's own
+    objectives: list[str] | str | None = None
+    mim_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.image_mean = tuple(float(v) for v in _as_sequence(self.image_mean, "image_mean"))
         self.image_std = tuple(float(v) for v in _as_sequence(self.image_std, "image_std"))
         self._validate()
+        self._check_objectives()
+
+    def _check_objectives(self) -> None:
+        """Validate ``objectives`` into MOTOR's canonical order (the co-attention configs override this)."""
+        if self.objectives is None:
+            return
+        value = self.objectives
+        names = value.replace("+", ",").split(",") if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"expected a list of objective names from {', '.join(MOTOR_OBJECTIVES)}; got {value!r}",
+                             field="objectives")
+        names = [n.strip() for n in names if n.strip()]
+        for name in names:
+            if name not in MOTOR_OBJECTIVES:
+                raise InputError(f"motor cannot train objective {name!r}; its objectives are "
+                                 f"{', '.join(MOTOR_OBJECTIVES)}", field="objectives")
+        missing = [n for n in ("itc", "itm", "lm") if n not in names]
+        if missing:
+            raise InputError(f"motor cannot train without {', '.join(missing)} (ITC gives ITM its negatives and SK "
+                             "retrieval its features, retrieval ranks by ITM, generation needs LM); "
+                             f"got {', '.join(names) or 'none'}", field="objectives")
+        if ("mlc" in names) != self.uses_mlc:
+            raise InputError("mlc is trained exactly with knowledge: full (it is part of that variant); knowledge is "
+                             f"{self.knowledge!r} and objectives {'include' if 'mlc' in names else 'leave out'} mlc",
+                             field="objectives")
+        if "mim" in names and self.views != "first":
+            raise InputError("mim masks the patches of one image per study; it needs views: first", field="objectives")
+        self.objectives = [n for n in MOTOR_OBJECTIVES if n in names]  # canonical order, duplicates dropped
+
+    @property
+    def active_objectives(self) -> list[str]:
+        """The losses this config trains: ``objectives``, or ``itc, itm, lm`` plus ``mlc`` with ``full``."""
+        if self.objectives is not None:
+            return list(self.objectives)
+        return ["itc", "itm", "lm"] + (["mlc"] if self.uses_mlc else [])
+
+    @property
+    def uses_mim(self) -> bool:
+        """Whether MOTOR's masked-image-modelling decoder and loss exist (``mim`` in ``objectives``)."""
+        return "mim" in self.active_objectives
 
     def _validate(self) -> None:
         knowledge_variant(self.knowledge)
@@ -224,7 +281,7 @@ class MotorConfig:
             raise InputError(f"must lie in [0, 1); got {self.label_smoothing!r}", field="label_smoothing")
         if not 0.001 <= self.temperature <= 0.5:
             raise InputError(f"must lie in [0.001, 0.5]; got {self.temperature!r}", field="temperature")
-        for name in ("itc_weight", "itm_weight", "lm_weight", "mlc_weight"):
+        for name in ("itc_weight", "itm_weight", "lm_weight", "mlc_weight", "mim_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
 

@@ -90,6 +90,9 @@ class M3AEConfig(MotorConfig):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
 
+    def _check_objectives(self) -> None:
+        """MOTOR's check does not apply: ``__post_init__`` validates this method's objectives."""
+
     def _checked_objectives(self, value: Any) -> list[str]:
         known = OBJECTIVES[self.method]
         names = value.replace("+", ",").split(",") if isinstance(value, str) else value

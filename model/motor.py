@@ -31,6 +31,12 @@ queue at inference), the missing slots are masked and the image attends to E_{sk
 "no knowledge" token, which is always present.
 
 Total loss (Eq. 15): ``itc_weight·L_itc + itm_weight·L_itm + lm_weight·L_lm + mlc_weight·L_mlc``.
+
+MIM (``mim`` in ``config.objectives``, off by default): a separate pass of E_v's ViT sees only the
+25 % visible patches (:func:`model.masking.encode_visible_patches`), M3AE's
+:class:`model.pretraining_heads.MIMDecoder` reconstructs the masked patches' normalised pixels and
+``mim_weight·L_mim`` (MSE on the masked patches) joins the total. ITC, ITM, LM and MLC stay on the
+unmasked pass above. Off, the decoder does not exist and the step is exactly MOTOR's.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from torch import nn
 
 from kg.errors import InputError
 from model.config import MotorConfig
+from model.coattention_config import MIMConfig
 from model.encoders import (
     ImageEncoder,
     LocalBert,
@@ -65,11 +72,14 @@ from model.knowledge import (
 from model.losses import (
     ContrastiveLoss,
     LanguageModelingLoss,
+    MaskedImageModelingLoss,
     MatchingLoss,
     MultiLabelLoss,
     sample_hard_negatives,
 )
+from model.masking import encode_visible_patches, patchify, random_patch_mask
 from model.pretrained import load_saved_weights, save_pretrained, saved_config
+from model.pretraining_heads import MIMDecoder
 from model.queues import FeatureQueue
 from model.tokenizer import special_token_ids
 
@@ -145,6 +155,14 @@ class MotorModel(nn.Module):
             self.register_buffer("label_input_ids", labels["input_ids"], persistent=False)
             self.register_buffer("label_attention_mask", labels["attention_mask"], persistent=False)
             self.mlc_loss = MultiLabelLoss(config.uncertain, config.unmentioned)
+        if config.uses_mim:
+            mim = MIMConfig()  # M3AE's decoder sizes, mask ratio and pixel normalisation
+            self.mim_decoder = MIMDecoder(
+                config.vision_width, config.num_patches, config.patch_size ** 2 * config.in_chans,
+                mim.decoder_width, mim.decoder_layers, mim.decoder_heads,
+            )
+            self.mim_loss = MaskedImageModelingLoss(mim.normalise_pixels)
+            self.mim_ratio = mim.ratio
 
         self.itc_loss = ContrastiveLoss()
         self.itm_loss = MatchingLoss()
@@ -220,7 +238,8 @@ class MotorModel(nn.Module):
 
         Returns:
             :class:`MotorOutput` with ``losses`` keys ``itc``, ``itm``, ``lm`` and, with
-            ``full``, ``mlc``. Updates the momentum encoders and the queues.
+            ``full``, ``mlc``, and ``mim`` when it is an objective. Updates the momentum encoders
+            and the queues.
         """
         cfg = self.config
         alpha = cfg.alpha if alpha is None else alpha
@@ -261,9 +280,12 @@ class MotorModel(nn.Module):
         if cfg.uses_mlc:
             label_feats = project_text(self, self.label_input_ids, self.label_attention_mask)  # Eq. 7
             losses["mlc"] = self.mlc_loss(self.label_scorer(gk_feats, label_feats), batch["labels"])  # Eq. 8–9
+        if cfg.uses_mim:
+            losses["mim"] = self._mim_loss(images)
         self.itc_queue.enqueue(image=image_feats_m, text=text_feats_m, index=index)
 
-        weights = {"itc": cfg.itc_weight, "itm": cfg.itm_weight, "lm": cfg.lm_weight, "mlc": cfg.mlc_weight}
+        weights = {"itc": cfg.itc_weight, "itm": cfg.itm_weight, "lm": cfg.lm_weight, "mlc": cfg.mlc_weight,
+                   "mim": cfg.mim_weight}
         total = sum(weights[name] * value for name, value in losses.items())  # Eq. 15
         return MotorOutput(loss=total, losses=losses)
 
@@ -295,6 +317,15 @@ class MotorModel(nn.Module):
         images = torch.cat([image_tokens, image_tokens[negative_image], image_tokens])
         logits = self.itm_head(grounded_text_features(self.text_encoder, self.token_ids['enc'], ids, masks, images))  # Eq. 12
         return self.itm_loss(logits, batch)  # Eq. 13
+
+    def _mim_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """MIM on a separate masked pass of E_v's ViT over (B, C, H, W) images (module docstring)."""
+        # One generator per step, seeded from the global RNG: masks follow the run's seed.
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        patches = random_patch_mask(images.shape[0], self.config.num_patches, self.mim_ratio, generator, images.device)
+        visible = encode_visible_patches(self.image_encoder.vit, images, patches.keep)
+        prediction = self.mim_decoder(visible, patches.restore)
+        return self.mim_loss(prediction, patchify(images, self.config.patch_size), patches.mask)
 
     def _lm_loss(self, image_tokens, input_ids, attention_mask) -> torch.Tensor:
         ids = input_ids.clone()
