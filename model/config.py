@@ -40,8 +40,33 @@ SK_FUSIONS = ("concat", "weighted_sum")
 MOTOR_OBJECTIVES = ("itc", "itm", "lm", "mlc", "mim")
 
 
+class FlatConfigIO:
+    """Plain-data I/O of a flat config dataclass (one level of fields): the ``to_dict`` /
+    ``replace`` / ``from_dict`` / ``from_yaml`` that :class:`MotorConfig` and the other methods'
+    configs share."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (tuples as lists), the inverse of :meth:`from_dict`."""
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    def replace(self: _Config, **changes: Any) -> _Config:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: dict[str, Any], *, source: str | Path | None = None) -> _Config:
+        """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
+        return config_from_dict(cls, data, source=source, name=cls.__name__)
+
+    @classmethod
+    def from_yaml(cls: type[_Config], path: str | Path) -> _Config:
+        """Load a YAML file of the config's fields (every field optional)."""
+        return cls.from_dict(read_yaml(path, missing="model config file not found") or {}, source=path)  # type: ignore[attr-defined]
+
+
 @dataclass
-class MotorConfig:
+class MotorConfig(FlatConfigIO):
     """Sizes, knowledge switch, queue sizes and loss weights of a MOTOR model.
 
     Image encoder E_v (a timm ViT):
@@ -310,26 +335,6 @@ class MotorConfig:
     def num_patches(self) -> int:
         """Image patches per image (the ViT adds one [CLS] token to these)."""
         return (self.image_size // self.patch_size) ** 2
-
-    # ------------------------------------------------------------------ I/O
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (tuples as lists), the inverse of ``MotorConfig(**d)``."""
-        data = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-    def replace(self, **changes: Any) -> MotorConfig:
-        """A validated copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> MotorConfig:
-        """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
-        return config_from_dict(cls, data, source=source, name="MotorConfig")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> MotorConfig:
-        """Load a YAML file of MotorConfig fields (every field optional)."""
-        return cls.from_dict(read_yaml(path, missing="model config file not found") or {}, source=path)
 
     @classmethod
     def preset(cls, name: str) -> MotorConfig:

@@ -11,20 +11,16 @@ sentences and no distillation, so they are fixed class attributes here, not fiel
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-
 from kg.errors import InputError
-from kg.files import read_yaml
 from model.attention_masks import PRETRAIN_SCHEMES
-from model.config import PRESETS_DIR, UNCERTAIN_POLICIES, UNMENTIONED_POLICIES, config_from_dict
+from model.config import PRESETS_DIR, UNCERTAIN_POLICIES, UNMENTIONED_POLICIES, FlatConfigIO
 
 
 @dataclass
-class MedVillConfig:
+class MedVillConfig(FlatConfigIO):
     """A MedViLL single-stream model.
 
     Visual features (MedViLL Eq. 1–4 with the embeddings):
@@ -145,25 +141,7 @@ class MedVillConfig:
         if self.mlm_weight == 0 and self.irm_weight == 0:
             raise InputError("MLM and IRM are both switched off; give one a positive weight", field="mlm_weight")
 
-    # ------------------------------------------------------------------ I/O
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (tuples as lists), the inverse of :meth:`from_dict`."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> MedVillConfig:
-        """A validated copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> MedVillConfig:
-        """Build from a mapping; unknown keys and bad values raise :class:`InputError` naming ``source``."""
-        return config_from_dict(cls, data, source=source, name="MedVillConfig")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> MedVillConfig:
-        """Load a YAML file of MedVillConfig fields (every field optional)."""
-        return cls.from_dict(read_yaml(path, missing="model config file not found") or {}, source=path)
-
+    # ------------------------------------------------------------------ I/O (to_dict, replace, from_dict, from_yaml: FlatConfigIO)
     @classmethod
     def preset(cls, name: str) -> MedVillConfig:
         """A shipped preset ``model/presets/medvill_<name>.yaml``: ``tiny`` (CPU) or ``base`` (the paper's sizes).
