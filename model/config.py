@@ -213,19 +213,30 @@ class MotorConfig(FlatConfigIO):
         self._check_objectives()
 
     def _check_objectives(self) -> None:
-        """Validate ``objectives`` into MOTOR's canonical order (the co-attention configs override this)."""
+        """Validate ``objectives`` into the method's canonical order (names from
+        :meth:`_objective_vocabulary`, the method's own rules in :meth:`_check_objective_set`)."""
         if self.objectives is None:
             return
+        method, known = self._objective_vocabulary()
         value = self.objectives
         names = value.replace("+", ",").split(",") if isinstance(value, str) else value
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-            raise InputError(f"expected a list of objective names from {', '.join(MOTOR_OBJECTIVES)}; got {value!r}",
+            raise InputError(f"expected a list of objective names from {', '.join(known)}; got {value!r}",
                              field="objectives")
         names = [n.strip() for n in names if n.strip()]
         for name in names:
-            if name not in MOTOR_OBJECTIVES:
-                raise InputError(f"motor cannot train objective {name!r}; its objectives are "
-                                 f"{', '.join(MOTOR_OBJECTIVES)}", field="objectives")
+            if name not in known:
+                raise InputError(f"{method} cannot train objective {name!r}; its objectives are "
+                                 f"{', '.join(known)}", field="objectives")
+        self._check_objective_set(names)
+        self.objectives = [n for n in known if n in names]  # canonical order, duplicates dropped
+
+    def _objective_vocabulary(self) -> tuple[str, tuple[str, ...]]:
+        """(method name, the objectives it can train in canonical order)."""
+        return "motor", MOTOR_OBJECTIVES
+
+    def _check_objective_set(self, names: list[str]) -> None:
+        """MOTOR's rules for a set of known objective names."""
         missing = [n for n in ("itc", "itm", "lm") if n not in names]
         if missing:
             raise InputError(f"motor cannot train without {', '.join(missing)} (ITC gives ITM its negatives and SK "
@@ -237,7 +248,6 @@ class MotorConfig(FlatConfigIO):
                              field="objectives")
         if "mim" in names and self.views != "first":
             raise InputError("mim masks the patches of one image per study; it needs views: first", field="objectives")
-        self.objectives = [n for n in MOTOR_OBJECTIVES if n in names]  # canonical order, duplicates dropped
 
     @property
     def active_objectives(self) -> list[str]:

@@ -72,8 +72,7 @@ class M3AEConfig(MotorConfig):
                              "and switch ARL's parts with coattention.knowledge.ak / rk / lk", field="knowledge")
         if not isinstance(self.coattention, dict):
             raise InputError("expected a mapping of fusion / mlm / mim / knowledge sections", field="coattention")
-        if self.objectives is not None:
-            self.objectives = self._checked_objectives(self.objectives)
+        if self.objectives is not None:  # validated by MotorConfig._check_objectives with this method's rules
             knowledge = self.coattention.get("knowledge", {})
             if "ak" not in OBJECTIVES[self.method]:
                 knowledge = {k: v for k, v in knowledge.items() if k != "ak"}
@@ -90,25 +89,14 @@ class M3AEConfig(MotorConfig):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative; got {getattr(self, name)!r}", field=name)
 
-    def _check_objectives(self) -> None:
-        """MOTOR's check does not apply: ``__post_init__`` validates this method's objectives."""
+    def _objective_vocabulary(self) -> tuple[str, tuple[str, ...]]:
+        return self.method, OBJECTIVES[self.method]
 
-    def _checked_objectives(self, value: Any) -> list[str]:
-        known = OBJECTIVES[self.method]
-        names = value.replace("+", ",").split(",") if isinstance(value, str) else value
-        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-            raise InputError(f"expected a list of objective names from {', '.join(known)}; got {value!r}",
-                             field="objectives")
-        names = [n.strip() for n in names if n.strip()]
-        for name in names:
-            if name not in known:
-                raise InputError(f"{self.method} cannot train objective {name!r}; its objectives are "
-                                 f"{', '.join(known)}", field="objectives")
+    def _check_objective_set(self, names: list[str]) -> None:
         if "itm" not in names:
             # Zero-shot retrieval, validation and the retrieval task rank by ITM.
             raise InputError(f"{self.method} needs itm (its retrieval ranks by ITM); got {', '.join(names) or 'none'}",
                              field="objectives")
-        return [n for n in known if n in names]  # canonical order, duplicates dropped
 
     @property
     def active_objectives(self) -> list[str]:
