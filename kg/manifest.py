@@ -23,14 +23,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kg.atomic import write_text_atomic
 from kg.errors import InputError
 from kg.label_schema import LabelValue, label_schema
+
+_Record = TypeVar("_Record")
 
 SPLITS = ("train", "val", "test")
 ANSWER_TYPES = ("closed", "open")
@@ -199,28 +201,25 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRecord]:
         InputError: the file is missing, a line is not JSON, a field is missing or malformed, or a
             study id repeats; the message names the file, the line and study, and the field.
     """
-    records: list[ManifestRecord] = []
-    seen: dict[str, int] = {}
-    for number, data in _read_lines(path):
-        record = parse_record(data, file=path, record=f"line {number}")
-        if record.study_id in seen:
-            raise InputError(f"duplicate study id (first on line {seen[record.study_id]})", file=path,
-                             record=f"line {number} (study {record.study_id})", field="study_id")
-        seen[record.study_id] = number
-        records.append(record)
-    return records
+    return _read_unique(path, parse_record, lambda r: r.study_id, "study", "study_id")
 
 
 def read_vqa_manifest(path: str | os.PathLike) -> list[VQARecord]:
     """Read and validate a VQA manifest (errors as :func:`read_manifest`; question ids must be unique)."""
-    records: list[VQARecord] = []
+    return _read_unique(path, parse_vqa_record, lambda r: r.qid, "question", "qid")
+
+
+def _read_unique(path: str | os.PathLike, parse: Callable[..., _Record], key: Callable[[_Record], str],
+                 what: str, field: str) -> list[_Record]:
+    """Every line of ``path`` parsed by ``parse``; a repeated ``key`` is an error naming both lines."""
+    records: list[_Record] = []
     seen: dict[str, int] = {}
     for number, data in _read_lines(path):
-        record = parse_vqa_record(data, file=path, record=f"line {number}")
-        if record.qid in seen:
-            raise InputError(f"duplicate question id (first on line {seen[record.qid]})", file=path,
-                             record=f"line {number} (question {record.qid})", field="qid")
-        seen[record.qid] = number
+        record = parse(data, file=path, record=f"line {number}")
+        if key(record) in seen:
+            raise InputError(f"duplicate {what} id (first on line {seen[key(record)]})", file=path,
+                             record=f"line {number} ({what} {key(record)})", field=field)
+        seen[key(record)] = number
         records.append(record)
     return records
 
