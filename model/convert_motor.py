@@ -46,19 +46,40 @@ compute close to, not exactly, what the reference computes.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import torch
 
 #: Reference key prefixes handled here (everything else goes through ``model.convert.RULES``).
 KNOWLEDGE_PREFIXES = ("tag_encoder.", "cross_attn.", "cross_attn_m.", "create_knowledge.")
 
-_CROSS_TOWERS = (
-    ("cross_attn_m.", "momentum.gk_image_encoder."),
-    ("cross_attn.", "gk_image_encoder."),
-    ("create_knowledge.cross_attn.", "sk_image_encoder."),
+
+class _Tower(NamedTuple):
+    """How one reference tower's keys map: its key prefix, and this project's names for its parts."""
+
+    prefix: str  # reference key prefix, up to ``layers.i.`` / ``norm.``
+    norm: str  # this project's final norm
+    block: str  # this project's block i, with ``{i}`` for the layer index
+    their_attention: str
+    our_attention: str
+    norms: tuple[str, str]  # sub-layer 0 / 1 norms
+    ffn: tuple[str, str]  # feed-forward w_1 / w_2
+
+
+def _cross_tower(prefix: str, target: str) -> _Tower:
+    return _Tower(prefix, f"{target}norm", target + "blocks.{i}.", "src_attn", "attention",
+                  ("norm_query", "norm_mlp"), ("mlp.fc1", "mlp.fc2"))
+
+
+# More specific prefixes first ("cross_attn_m." before "cross_attn.").
+_TOWERS = (
+    _cross_tower("cross_attn_m.", "momentum.gk_image_encoder."),
+    _cross_tower("cross_attn.", "gk_image_encoder."),
+    _cross_tower("create_knowledge.cross_attn.", "sk_image_encoder."),
+    _Tower("tag_encoder.encoder.", "gk_encoder.layers.norm", "gk_encoder.layers.layers.{i}.", "self_attn",
+           "self_attn", ("norm1", "norm2"), ("linear1", "linear2")),
 )
-_CROSS_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
-_GK_LAYER = re.compile(r"^tag_encoder\.encoder\.layers\.(\d+)\.(.+)$")
+_TOWER_PART = re.compile(r"^(?:norm\.(gamma|beta)|layers\.(\d+)\.(.+))$")
 _NORM_PARAMS = {"gamma": "weight", "beta": "bias"}
 _DROPPED = re.compile(
     r"^(create_knowledge\.(text_encoder|text_proj)\.|tag_encoder\.pe\.pe$|tag_encoder\.bert\.)"
@@ -122,7 +143,7 @@ def split_reference_knowledge(
         if key.startswith("create_knowledge.knowledge_encoder."):
             put("sk_encoder.encoder." + key[len("create_knowledge.knowledge_encoder."):], value, [key])
             continue
-        mapped = _cross_name(key) or _gk_name(key)
+        mapped = _tower_name(key)
         if mapped is None:
             unexpected.append(key)
             continue
@@ -149,34 +170,20 @@ def split_reference_knowledge(
     return tensors, sources, dropped, unexpected
 
 
-def _cross_name(key: str) -> tuple[str, int | None] | None:
-    """(model name, projection index 0-2 or ``None``) of a GK-image / SK-image encoder key."""
-    for prefix, target in _CROSS_TOWERS:
-        if not key.startswith(prefix):
+def _tower_name(key: str) -> tuple[str, int | None] | None:
+    """(model name, projection index 0-2 or ``None``) of a GK, GK-image or SK-image encoder key."""
+    for tower in _TOWERS:
+        if not key.startswith(tower.prefix):
             continue
-        rest = key[len(prefix):]
-        norm = re.match(r"^norm\.(gamma|beta)$", rest)
-        if norm:
-            return f"{target}norm.{_NORM_PARAMS[norm.group(1)]}", None
-        layer = _CROSS_LAYER.match(rest)
-        if layer is None:
+        part = _TOWER_PART.match(key[len(tower.prefix):])
+        if part is None:
             return None
-        block = f"{target}blocks.{layer.group(1)}."
-        return _block_name(layer.group(2), block, "src_attn", "attention", ("norm_query", "norm_mlp"),
-                           ("mlp.fc1", "mlp.fc2"))
+        norm, layer, rest = part.groups()
+        if norm:
+            return f"{tower.norm}.{_NORM_PARAMS[norm]}", None
+        return _block_name(rest, tower.block.format(i=layer), tower.their_attention, tower.our_attention,
+                           tower.norms, tower.ffn)
     return None
-
-
-def _gk_name(key: str) -> tuple[str, int | None] | None:
-    """(model name, projection index 0-2 or ``None``) of a GK encoder (``tag_encoder.encoder``) key."""
-    norm = re.match(r"^tag_encoder\.encoder\.norm\.(gamma|beta)$", key)
-    if norm:
-        return f"gk_encoder.layers.norm.{_NORM_PARAMS[norm.group(1)]}", None
-    layer = _GK_LAYER.match(key)
-    if layer is None:
-        return None
-    block = f"gk_encoder.layers.layers.{layer.group(1)}."
-    return _block_name(layer.group(2), block, "self_attn", "self_attn", ("norm1", "norm2"), ("linear1", "linear2"))
 
 
 def _block_name(
