@@ -207,8 +207,8 @@ class MotorConfig(FlatConfigIO):
     mim_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        self.image_mean = tuple(float(v) for v in _as_sequence(self.image_mean, "image_mean"))
-        self.image_std = tuple(float(v) for v in _as_sequence(self.image_std, "image_std"))
+        self.image_mean = as_floats(self.image_mean, "image_mean")
+        self.image_std = as_floats(self.image_std, "image_std")
         self._validate()
         self._check_objectives()
 
@@ -378,9 +378,14 @@ def config_from_dict(cls: type[_Config], data: Any, *, source: str | Path | None
     except TypeError as err:
         raise InputError(str(err), file=source) from None
 
-def _as_sequence(value: Any, name: str) -> tuple[Any, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (value,)
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
-        return tuple(value)
+
+def as_floats(value: Any, name: str) -> tuple[float, ...]:
+    """A number or a non-empty list of numbers (not booleans) as a tuple of floats; else an error naming ``name``."""
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if is_number(value):
+        return (float(value),)
+    if isinstance(value, (list, tuple)) and value and all(is_number(v) for v in value):
+        return tuple(float(v) for v in value)
     raise InputError(f"expected a number or a non-empty list of numbers; got {value!r}", field=name)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from kg.errors import InputError
 from model.attention_masks import PRETRAIN_SCHEMES
-from model.config import PRESETS_DIR, UNCERTAIN_POLICIES, UNMENTIONED_POLICIES, FlatConfigIO
+from model.config import PRESETS_DIR, UNCERTAIN_POLICIES, UNMENTIONED_POLICIES, FlatConfigIO, as_floats
 
 
 @dataclass
@@ -98,8 +98,8 @@ class MedVillConfig(FlatConfigIO):
     unmentioned: str = "negative"
 
     def __post_init__(self) -> None:
-        self.image_mean = _as_floats(self.image_mean, "image_mean")
-        self.image_std = _as_floats(self.image_std, "image_std")
+        self.image_mean = as_floats(self.image_mean, "image_mean")
+        self.image_std = as_floats(self.image_std, "image_std")
         self._validate()
 
     def _validate(self) -> None:
@@ -155,12 +155,3 @@ class MedVillConfig(FlatConfigIO):
             raise InputError(f"no {cls.method} preset {name!r}; available: {', '.join(names)}", field="preset")
         return cls.from_yaml(path)
 
-
-def _as_floats(value: Any, name: str) -> tuple[float, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (float(value),)
-    if isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    ):
-        return tuple(float(v) for v in value)
-    raise InputError(f"expected a number or a non-empty list of numbers; got {value!r}", field=name)
