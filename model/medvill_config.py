@@ -12,7 +12,7 @@ sentences and no distillation, so they are fixed class attributes here, not fiel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from kg.errors import InputError
 from model.attention_masks import PRETRAIN_SCHEMES
